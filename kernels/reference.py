@@ -1,0 +1,226 @@
+"""Sliding-window + global attention in plain PyTorch: the CPU path and the test oracle.
+
+Semantics (the one place they are written down; DESIGN.md "Window semantics"):
+
+* ``q, k, v``: ``(B, H, N, D)``. Radius ``window = w`` and ``dilation = d``: query ``i`` sees the band
+  keys ``j = i + d*t`` for ``t in -w..w`` with ``0 <= j < N`` (so ``2w+1`` keys away from the edges).
+  A Hugging Face ``attention_window`` of ``W`` is ``w = W // 2``; convert when loading, never here.
+* ``global_idx``: ``(B, G)`` int64 positions of global tokens, ``-1`` for unused slots, so each batch
+  element can have its own count. Every query also sees every global key (gathered once into a
+  compact tile), and a global key is removed from the band so it is never counted twice (this is
+  also Hugging Face Longformer's rule). Global query rows attend to every key in the sequence.
+* ``global_qkv``: optional ``(q_g, k_g, v_g)`` from separate global projections (Longformer):
+  ``q_g`` is ``(B, H, G, D)`` (already gathered at ``global_idx``), ``k_g, v_g`` are ``(B, H, N, D)``.
+  When given, global rows use them; otherwise global rows use ``q, k, v``.
+* ``key_padding_mask``: ``(B, N)`` bool, True where the token is padding; padded keys are never
+  attended. A row with no key to attend gives output 0 and log-sum-exp ``-inf`` (never NaN).
+* Returns ``out (B, H, N, D)`` in the input dtype and, with ``return_lse``, the natural-log
+  log-sum-exp of the scaled scores ``(B, H, N)`` in fp32 (fp64 for fp64 inputs).
+
+Cost: O(N * (2w + 1 + G)) time; memory is the output plus a working set bounded by
+``_SCORE_BUDGET`` elements, never an N x N mask. Dilation runs as ``d`` stride-``d`` views, each an
+ordinary dilation-1 band, so no score is computed for a key outside the band's lattice.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# Scores held at once by the blocked band pass, in elements (fp32: 4 bytes each -> 64 MiB).
+_SCORE_BUDGET = 1 << 24
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Softmax statistics are always at least fp32; fp64 passes through for the float64 oracle.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _global_keys(k, v, global_idx, key_valid):
+    """Gather the global keys into one compact tile: (B, H, G, D) x2 and their validity (B, G)."""
+    B, H, N, D = k.shape
+    safe = global_idx.clamp(min=0)  # (B, G); -1 slots read row 0 and are masked out below
+    gather = safe[:, None, :, None].expand(B, H, safe.shape[1], D)
+    kg = torch.gather(k, 2, gather)
+    vg = torch.gather(v, 2, gather)
+    valid = (global_idx >= 0) & torch.gather(key_valid, 1, safe)
+    return kg, vg, valid
+
+
+def _band(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
+    """Dilation-1 band plus the global tile for every query row. Returns out (B,H,N,D), lse (B,H,N)."""
+    B, H, N, D = q.shape
+    w = window
+    c = block
+    nb = -(-N // c)  # query blocks of c rows; the last may be partial
+    span = c + 2 * w  # keys a block can see: its own rows plus w on each side
+    pad_right = nb * c - N + w
+    # (B, H, w + nb*c + w, D): true key position j sits at padded index j + w
+    k_pad = F.pad(k, (0, 0, w, pad_right))
+    v_pad = F.pad(v, (0, 0, w, pad_right))
+    kv_pad = F.pad(key_valid, (w, pad_right), value=False)  # (B, Npad)
+    q_pad = F.pad(q, (0, 0, 0, nb * c - N))  # (B, H, nb*c, D)
+
+    # Band mask in block coordinates: row r, key s holds offset (s - w) - r; in band iff 0 <= s-r <= 2w.
+    r = torch.arange(c, device=q.device)[:, None]
+    s = torch.arange(span, device=q.device)[None, :]
+    in_band = ((s - r) >= 0) & ((s - r) <= 2 * w)  # (c, span)
+
+    out = torch.empty(B, H, nb * c, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, nb * c, dtype=q.dtype, device=q.device)
+    G = kg.shape[2]
+    per_block = B * H * c * (span + G)
+    step = max(1, _SCORE_BUDGET // max(per_block, 1))
+    for b0 in range(0, nb, step):
+        b1 = min(nb, b0 + step)
+        m = b1 - b0
+        lo, hi = b0 * c, b1 * c + 2 * w
+        # Overlapping windows of keys, one per block, as a strided view (no copy): (B, H, m, span, D)
+        kb = k_pad[:, :, lo:hi].unfold(2, span, c).transpose(-1, -2)
+        vb = v_pad[:, :, lo:hi].unfold(2, span, c).transpose(-1, -2)
+        valid = kv_pad[:, lo:hi].unfold(1, span, c)  # (B, m, span)
+        qb = q_pad[:, :, b0 * c : b1 * c].reshape(B, H, m, c, D)
+        scores = torch.matmul(qb, kb.transpose(-1, -2)) * scale  # (B, H, m, c, span)
+        mask = in_band & valid[:, None, :, None, :]  # (B, 1, m, c, span)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        if G:
+            sg = torch.einsum("bhmcd,bhgd->bhmcg", qb, kg) * scale  # (B, H, m, c, G)
+            sg = sg.masked_fill(~g_valid[:, None, None, None, :], float("-inf"))
+            scores = torch.cat([scores, sg], dim=-1)
+        blk_lse = torch.logsumexp(scores, dim=-1)  # (B, H, m, c); -inf where nothing is visible
+        p = torch.exp(scores - blk_lse.nan_to_num(neginf=0.0)[..., None])
+        o = torch.matmul(p[..., :span], vb)
+        if G:
+            o = o + torch.einsum("bhmcg,bhgd->bhmcd", p[..., span:], vg)
+        out[:, :, b0 * c : b1 * c] = o.reshape(B, H, m * c, D)
+        lse[:, :, b0 * c : b1 * c] = blk_lse.reshape(B, H, m * c)
+    return out[:, :, :N], lse[:, :, :N]
+
+
+def _global_rows(qg, k, v, key_valid, g_valid, scale):
+    """Global query rows over the whole sequence: (B,H,G,D), lse (B,H,G). O(G*N) memory."""
+    scores = torch.einsum("bhgd,bhnd->bhgn", qg, k) * scale
+    scores = scores.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    p = torch.exp(scores - lse.nan_to_num(neginf=0.0)[..., None])
+    out = torch.einsum("bhgn,bhnd->bhgd", p, v)
+    lse = lse.masked_fill(~g_valid[:, None, :], float("-inf"))
+    return out, lse
+
+
+def local_global_attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    window: int,
+    dilation: int = 1,
+    global_idx: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    global_qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    scale: float | None = None,
+    return_lse: bool = False,
+    block: int | None = None,
+):
+    """Blocked O(N*w) reference of sliding-window + global attention (semantics in the module doc)."""
+    if q.dim() != 4 or q.shape != k.shape or k.shape != v.shape:
+        raise ValueError(f"q, k, v must all be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if window < 0 or dilation < 1:
+        raise ValueError(f"window must be >= 0 and dilation >= 1, got {window}, {dilation}")
+    B, H, N, D = q.shape
+    in_dtype = q.dtype
+    cdt = _compute_dtype(in_dtype)
+    q, k, v = q.to(cdt), k.to(cdt), v.to(cdt)
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    dev = q.device
+
+    key_valid = torch.ones(B, N, dtype=torch.bool, device=dev)
+    if key_padding_mask is not None:
+        key_valid = ~key_padding_mask.to(device=dev, dtype=torch.bool)
+    if global_idx is None:
+        global_idx = torch.empty(B, 0, dtype=torch.long, device=dev)
+    global_idx = global_idx.to(device=dev, dtype=torch.long)
+    if global_idx.numel() and int(global_idx.max()) >= N:
+        raise ValueError(f"global index {int(global_idx.max())} is outside a sequence of {N}")
+
+    kg, vg, g_valid = _global_keys(k, v, global_idx, key_valid)
+    # Global keys leave the band (they are seen through the compact tile instead).
+    band_valid = key_valid.clone()
+    if global_idx.numel():
+        is_global = torch.zeros(B, N + 1, dtype=torch.bool, device=dev)
+        is_global.scatter_(1, torch.where(global_idx >= 0, global_idx, N), True)
+        band_valid &= ~is_global[:, :N]
+
+    d = dilation
+    out = torch.empty(B, H, N, D, dtype=cdt, device=dev)
+    lse = torch.empty(B, H, N, dtype=cdt, device=dev)
+    for r in range(d):  # one ordinary band per residue class mod d
+        n_r = len(range(r, N, d))
+        if n_r == 0:
+            continue
+        blk = block or max(16, min(256, 1 << max(window, 1).bit_length()))
+        o_r, l_r = _band(q[:, :, r::d], k[:, :, r::d], v[:, :, r::d], band_valid[:, r::d],
+                         kg, vg, g_valid, window, scale, blk)
+        out[:, :, r::d] = o_r
+        lse[:, :, r::d] = l_r
+
+    if global_idx.numel():
+        if global_qkv is not None:
+            qg, kG, vG = (t.to(cdt) for t in global_qkv)
+        else:
+            safe = global_idx.clamp(min=0)[:, None, :, None].expand(B, H, global_idx.shape[1], D)
+            qg, kG, vG = torch.gather(q, 2, safe), k, v
+        og, lg = _global_rows(qg, kG, vG, key_valid, g_valid, scale)
+        rows = torch.where(g_valid, global_idx, N)  # invalid slots scatter into a discarded row
+        idx = rows[:, None, :].expand(B, H, -1)
+        out = torch.cat([out, out.new_zeros(B, H, 1, D)], dim=2)
+        lse = torch.cat([lse, lse.new_zeros(B, H, 1)], dim=2)
+        out.scatter_(2, idx[..., None].expand(-1, -1, -1, D), og)
+        lse.scatter_(2, idx, lg)
+        out, lse = out[:, :, :N], lse[:, :, :N]
+
+    out = out.to(in_dtype)
+    return (out, lse) if return_lse else out
+
+
+def local_global_attention_dense(q, k, v, *, window, dilation=1, global_idx=None,
+                                 key_padding_mask=None, global_qkv=None, scale=None):
+    """The same semantics with an explicit N x N mask: a test oracle for small N only (float64)."""
+    B, H, N, D = q.shape
+    q, k, v = q.double(), k.double(), v.double()
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    i = torch.arange(N)[:, None]
+    j = torch.arange(N)[None, :]
+    off = j - i
+    band = (off.abs() <= window * dilation) & (off % dilation == 0)  # (N, N)
+    key_valid = torch.ones(B, N, dtype=torch.bool) if key_padding_mask is None else ~key_padding_mask.cpu()
+    is_global = torch.zeros(B, N, dtype=torch.bool)
+    if global_idx is not None:
+        for b in range(B):
+            for g in global_idx[b].tolist():
+                if g >= 0:
+                    is_global[b, g] = True
+    # (B, N, N): band minus global keys, plus every global key; all only over valid keys
+    allowed = (band[None] & ~is_global[:, None, :]) | is_global[:, None, :]
+    allowed &= key_valid[:, None, :]
+    scores = torch.einsum("bhid,bhjd->bhij", q, k) * scale
+    scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+    lse = torch.logsumexp(scores, -1)
+    p = torch.exp(scores - lse.nan_to_num(neginf=0.0)[..., None])
+    out = p @ v
+    if global_idx is not None:
+        for b in range(B):
+            for slot, g in enumerate(global_idx[b].tolist()):
+                if g < 0 or not key_valid[b, g]:
+                    continue
+                if global_qkv is not None:
+                    qg, kG, vG = global_qkv[0][b, :, slot].double(), global_qkv[1][b].double(), global_qkv[2][b].double()
+                else:
+                    qg, kG, vG = q[b, :, g], k[b], v[b]
+                s = torch.einsum("hd,hnd->hn", qg, kG) * scale
+                s = s.masked_fill(~key_valid[b][None], float("-inf"))
+                l = torch.logsumexp(s, -1)
+                out[b, :, g] = torch.einsum("hn,hnd->hd", torch.exp(s - l[:, None]), vG)
+                lse[b, :, g] = l
+    return out, lse

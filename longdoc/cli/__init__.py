@@ -1,0 +1,60 @@
+"""The `longdoc` command: a thin layer that parses arguments, calls the library, and renders.
+
+Each verb lives in its own module exposing a click command named ``command``; adding a verb is one
+line in ``_VERBS``. Exit codes follow grep: 0 found, 1 nothing found, 2 error.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from longdoc.errors import LongdocError
+
+# Verb modules (longdoc.cli.<name>), imported lazily so `longdoc --help` does not load torch.
+_VERBS = {
+    "ask": "ask",
+    "tokens": "tokens",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_VERBS)
+
+    def get_command(self, ctx, name):
+        if name not in _VERBS:
+            return None
+        return importlib.import_module(f"longdoc.cli.{_VERBS[name]}").command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="longdoc")
+def cli():
+    """Read long documents and whole repositories offline with a long-context encoder."""
+
+
+def main(argv=None):
+    """Console entry point: one-line errors and grep-style exit codes, never a traceback."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        rc = cli.main(args=argv, prog_name="longdoc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("longdoc: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except LongdocError as e:
+        click.echo(f"longdoc: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("longdoc: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # `longdoc ask ... | head`: the reader left; not an error of ours.
+        os._exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
