@@ -1,0 +1,128 @@
+"""Loaders: turn a path (or ``-`` for stdin) into a ``Document``.
+
+``load`` picks the format from the content first (a ``%PDF-`` header) and the extension second:
+
+- PDF: pypdf, every character mapped to its page (see ``pdf.PAGE_SEPARATOR``);
+- Markdown (``.md``, ``.markdown``, ...): kind ``"markdown"``;
+- code (``.py``, ``.rs``, ... or a ``#!`` line): kind ``"code"`` with a tree-sitter language name;
+- anything else that decodes as text: kind ``"text"``.
+
+Text is exactly what ``open(path, encoding="utf-8").read()`` returns for UTF-8 files (universal
+newlines, a UTF-8 BOM kept as U+FEFF), so character offsets agree with it. Other encodings are
+detected (``Document.encoding`` says which) or rejected with a clear error, as are binary files.
+
+An empty (or whitespace-only) text file gives an empty Document, not an error: it is a legitimate
+file in a repository, and segmenting it yields no passages. A PDF without any extractable text is
+an error. Nothing is truncated: the whole file is read.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import LongdocError
+from .document import Document, Segment
+from .pdf import PAGE_SEPARATOR, read_pdf
+from .text import decode_text
+
+__all__ = ["Document", "Segment", "load", "LOAD_TIMEOUT_S", "PAGE_SEPARATOR", "language_for",
+           "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES"]
+
+# Wall-clock limit for loading one file (seconds). pypdf extracts roughly 20-100 pages a second
+# here, so 120 s covers thousands of pages while still ending a pathological file.
+LOAD_TIMEOUT_S = 120.0
+
+MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown", ".mdown", ".mkd", ".mdx"})
+
+# Extension -> tree-sitter language name (the grammar's own name, as in tree-sitter-<name> packages).
+CODE_LANGUAGES = {
+    ".py": "python", ".pyi": "python", ".pyw": "python",
+    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
+    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript", ".tsx": "tsx",
+    ".go": "go", ".rs": "rust", ".java": "java",
+    ".c": "c", ".h": "c",
+    ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".c++": "cpp", ".hh": "cpp", ".hpp": "cpp", ".hxx": "cpp",
+    ".cs": "c_sharp", ".rb": "ruby", ".php": "php", ".kt": "kotlin", ".kts": "kotlin",
+    ".scala": "scala", ".swift": "swift", ".lua": "lua", ".hs": "haskell", ".ml": "ocaml",
+    ".mli": "ocaml", ".jl": "julia", ".sh": "bash", ".bash": "bash", ".zsh": "bash",
+    ".sql": "sql", ".r": "r", ".pl": "perl", ".pm": "perl", ".ex": "elixir", ".exs": "elixir",
+    ".erl": "erlang", ".dart": "dart", ".zig": "zig", ".m": "objc", ".mm": "objc",
+    ".css": "css", ".scss": "scss", ".html": "html", ".htm": "html", ".vue": "vue",
+    ".json": "json", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".xml": "xml",
+    ".proto": "proto", ".tf": "hcl", ".cmake": "cmake", ".mk": "make",
+}
+_CODE_FILENAMES = {"makefile": "make", "dockerfile": "dockerfile", "cmakelists.txt": "cmake"}
+_SHEBANGS = {"python": "python", "node": "javascript", "bash": "bash", "sh": "bash", "zsh": "bash",
+             "ruby": "ruby", "perl": "perl", "lua": "lua"}
+
+
+def language_for(path: str, text: str = "") -> str | None:
+    """The tree-sitter language name for a code file (by extension, file name, or ``#!`` line)."""
+    base = os.path.basename(path)
+    lang = _CODE_FILENAMES.get(base.lower())
+    if lang:
+        return lang
+    ext = os.path.splitext(base)[1].lower()
+    if ext in CODE_LANGUAGES:
+        return CODE_LANGUAGES[ext]
+    if text.startswith("#!"):
+        words = text[2:text.find("\n") if "\n" in text else len(text)].split()
+        if words:
+            prog = os.path.basename(words[0])
+            if prog == "env" and len(words) > 1:
+                prog = words[1]
+            prog = prog.rstrip("0123456789.")  # python3.11 -> python
+            return _SHEBANGS.get(prog)
+    return None
+
+
+def _read_bytes(path: str) -> bytes:
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None:
+            raise LongdocError("-: no standard input to read")
+        return stream.read()
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise LongdocError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LongdocError(f"{path}: is a directory (index it with `longdoc index`)") from None
+    except PermissionError:
+        raise LongdocError(f"{path}: permission denied") from None
+    except OSError as e:
+        raise LongdocError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _looks_like_pdf(data: bytes) -> bool:
+    # The PDF spec lets the header sit anywhere in the first 1024 bytes (readers tolerate junk before).
+    return b"%PDF-" in data[:1024]
+
+
+def load(path: str | os.PathLike, *, password: str | None = None,
+         timeout: float | None = LOAD_TIMEOUT_S) -> Document:
+    """Load a PDF, text, Markdown or code file (or ``-`` for stdin) as a ``Document``.
+
+    ``password`` opens an encrypted PDF; ``timeout`` bounds the time spent on one file (seconds,
+    ``None`` for no limit). Raises ``LongdocError`` with a one-line reason on any problem.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise LongdocError(f"{path}: is a directory (index it with `longdoc index`)")
+    data = _read_bytes(path)
+    ext = os.path.splitext(path)[1].lower()
+    if _looks_like_pdf(data):
+        text, page_starts, warnings = read_pdf(data, path, password=password, timeout=timeout)
+        return Document(path, text, "pdf", page_starts=page_starts, warnings=warnings)
+    if ext == ".pdf":
+        if not data:
+            raise LongdocError(f"{path}: empty file, not a PDF")
+        raise LongdocError(f"{path}: not a PDF (no %PDF- header); the file may be truncated or mislabelled")
+    text, encoding = decode_text(data, path)
+    if ext in MARKDOWN_EXTENSIONS:
+        return Document(path, text, "markdown", encoding=encoding)
+    lang = language_for(path, text)
+    if lang is not None:
+        return Document(path, text, "code", language=lang, encoding=encoding)
+    return Document(path, text, "text", encoding=encoding)

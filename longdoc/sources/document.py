@@ -19,6 +19,8 @@ class Document:
     kind: str  # "pdf" | "text" | "markdown" | "code"
     page_starts: tuple[int, ...] | None = None
     language: str | None = None  # for code: a tree-sitter language name when known
+    encoding: str | None = None  # the text encoding the bytes were decoded with (None for PDFs)
+    warnings: tuple[str, ...] = ()  # non-fatal problems worth telling the user (e.g. pages with no text)
     line_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):

@@ -1,0 +1,177 @@
+"""PDF loading with pypdf: the text of every page and the page of every character.
+
+Pages are joined with ``PAGE_SEPARATOR`` ("\\n\\f\\n": a newline, a form feed as pdftotext uses for a
+page break, a newline). ``page_starts[p]`` is the offset of page ``p + 1``'s first character; the
+separator belongs to the page before it. Inside a page's text, CR/CRLF become LF and any form feed
+becomes LF, so a form feed in the Document always means a page break.
+
+Failures become one-line ``LongdocError``s naming the reason: encrypted without (or with a wrong)
+password, no text layer (scanned; no OCR is done), a broken file, or the per-file time limit.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import signal
+import threading
+import time
+
+from ..errors import LongdocError
+
+PAGE_SEPARATOR = "\n\f\n"
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    """Raise ``_Timeout`` inside the block after ``seconds`` of wall time.
+
+    pypdf is pure Python, so SIGALRM interrupts it anywhere. Signals only work in the main thread;
+    elsewhere the caller's checks between pages (``_check``) are the only bound.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if old_timer[0]:  # someone else's timer was running: give it back what is left
+            signal.setitimer(signal.ITIMER_REAL, max(1e-3, old_timer[0]), old_timer[1])
+
+
+@contextlib.contextmanager
+def _quiet_pypdf():
+    """Silence pypdf's log lines (one per repaired defect or unsupported CMap, even at ERROR level):
+    a failure reaches the user as our one-line error, and empty pages as ``Document.warnings``."""
+    logger = logging.getLogger("pypdf")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _clean_page(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n")
+    return text
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= 160 else msg[:157] + "..."
+
+
+def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | None):
+    """Returns ``(text, page_starts, warnings)`` or raises ``LongdocError``."""
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+    started = time.monotonic()
+
+    def check():
+        if timeout and time.monotonic() - started > timeout:
+            raise _Timeout()
+
+    try:
+        with _quiet_pypdf(), _deadline(timeout):
+            try:
+                reader = PdfReader(io.BytesIO(data), strict=False)
+            except FileNotDecryptedError:
+                raise
+            except Exception as e:  # pypdf raises many types on broken files
+                raise LongdocError(f"{name}: cannot read PDF: {_one_line(e)}") from None
+            if reader.is_encrypted:
+                _decrypt(reader, name, password)
+            try:
+                pages = reader.pages
+                n = len(pages)
+            except FileNotDecryptedError:
+                raise
+            except Exception as e:
+                raise LongdocError(f"{name}: cannot read PDF pages: {_one_line(e)}") from None
+            texts: list[str] = []
+            failed: list[int] = []
+            for i in range(n):
+                check()
+                try:
+                    texts.append(_clean_page(pages[i].extract_text() or ""))
+                except (_Timeout, FileNotDecryptedError):
+                    raise
+                except Exception:  # one broken page must not lose the others; reported below
+                    texts.append("")
+                    failed.append(i + 1)
+    except _Timeout:
+        raise LongdocError(
+            f"{name}: PDF text extraction took longer than the {timeout:g} s limit"
+        ) from None
+    except FileNotDecryptedError:
+        raise LongdocError(f"{name}: encrypted PDF; give its password with --password") from None
+    except RecursionError:
+        raise LongdocError(f"{name}: cannot read PDF: structure nested too deeply") from None
+    except PdfReadError as e:
+        raise LongdocError(f"{name}: cannot read PDF: {_one_line(e)}") from None
+
+    if n == 0:
+        raise LongdocError(f"{name}: PDF has no pages")
+    if not any(t.strip() for t in texts):
+        if failed:
+            raise LongdocError(f"{name}: cannot extract text from any of its {n} page(s)")
+        raise LongdocError(f"{name}: no text layer (scanned?); OCR is not done")
+    warnings = []
+    if failed:
+        warnings.append(f"text of page(s) {_ranges(failed)} could not be extracted")
+    empty = [i + 1 for i, t in enumerate(texts) if not t.strip() and i + 1 not in failed]
+    if empty:
+        warnings.append(f"page(s) {_ranges(empty)} have no text layer (scanned?); OCR is not done")
+    page_starts = []
+    pos = 0
+    for t in texts:
+        page_starts.append(pos)
+        pos += len(t) + len(PAGE_SEPARATOR)
+    return PAGE_SEPARATOR.join(texts), tuple(page_starts), tuple(warnings)
+
+
+def _decrypt(reader, name: str, password: str | None) -> None:
+    try:
+        # An empty user password (common: "owner password only") opens without asking the user.
+        if password is None:
+            ok = reader.decrypt("")
+            if not ok:
+                raise LongdocError(f"{name}: encrypted PDF; give its password with --password")
+            return
+        ok = reader.decrypt(password)
+    except LongdocError:
+        raise
+    except NotImplementedError as e:
+        raise LongdocError(f"{name}: encrypted PDF with an unsupported scheme: {_one_line(e)}") from None
+    except Exception as e:
+        raise LongdocError(f"{name}: cannot decrypt PDF: {_one_line(e)}") from None
+    if not ok:
+        raise LongdocError(f"{name}: wrong password for encrypted PDF (--password)")
+
+
+def _ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'"""
+    out = []
+    start = prev = pages[0]
+    for p in pages[1:] + [None]:
+        if p is not None and p == prev + 1:
+            prev = p
+            continue
+        out.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if p is not None:
+            start = prev = p
+    return ", ".join(out)
