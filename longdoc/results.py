@@ -32,6 +32,8 @@ class Answer:
 
     question: str
     results: list[Hit] = field(default_factory=list)
+    # Relevance per page (or per slice of lines) for the terminal's page map; not part of the JSON.
+    heat: list[float] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {"question": self.question, "results": [h.to_json() for h in self.results]}

@@ -1,0 +1,85 @@
+"""`longdoc ask PATH QUESTION...`: the passages that answer each question."""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from longdoc.errors import LongdocError
+
+
+def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
+    qs = list(questions)
+    if questions_file is not None:
+        qs += [line.strip() for line in questions_file.read().splitlines() if line.strip()]
+    if not qs:
+        raise LongdocError("no question given (pass QUESTION arguments or --questions-file)")
+    if any(not q.strip() for q in qs):
+        raise LongdocError("empty question")
+    return qs
+
+
+@click.command("ask")
+@click.argument("path")
+@click.argument("questions", nargs=-1)
+@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Passages per question.")
+@click.option("--threshold", type=float, default=None,
+              help="Keep only passages scoring at least this (default: the calibrated no-answer cut).")
+@click.option("--questions-file", type=click.File("r", encoding="utf-8"), help="One question per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per question.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per result, streamed.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (safetensors).")
+@click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
+              help="Attention radius in tokens (each token sees 2w+1 neighbours).")
+@click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the content-hash cache.")
+def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, color, quiet, model, window,
+            password, no_cache):
+    """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
+    directory) that answer each QUESTION.
+
+    Exit status: 0 when a passage cleared the threshold, 1 when none did, 2 on error.
+    """
+    from longdoc import render
+
+    try:
+        qs = _questions(questions, questions_file)
+        if path != "-" and Path(path).is_dir():
+            from longdoc.index import search
+
+            answers = search(path, qs, k=k, threshold=threshold, model=model)
+        else:
+            if path != "-" and not os.path.exists(path):
+                raise LongdocError(f"{path}: no such file")
+            from longdoc.tasks.ask import Engine, ask
+
+            err = render.console(stderr=True, color=color)
+            show = err.is_terminal and not quiet and not (as_json or as_jsonl)
+            with err.status(f"reading {path}") if show else nullcontext() as status:
+                engine = Engine(model=model, window=window, use_cache=not no_cache)
+                doc = engine.load(path, password=password)
+                if status:
+                    status.update(f"encoding {path} ({len(doc.text):,} chars)")
+                answers = ask(doc, qs, engine=engine, k=k, threshold=threshold)
+    except LongdocError as e:
+        if as_json or as_jsonl:
+            render.error_json(str(e))
+            sys.exit(2)
+        raise
+    if as_json:
+        render.answers_json(answers)
+    elif as_jsonl:
+        render.answers_jsonl(answers)
+    else:
+        out = render.console(color=color)
+        if out.is_terminal:
+            render.answers_rich(answers, out)
+        else:
+            render.answers_plain(answers)
+    sys.exit(0 if any(a.results for a in answers) else 1)

@@ -1,0 +1,175 @@
+"""Clause finding on the CUAD dev split: longdoc against the baselines, in one run.
+
+    python -m longdoc.eval.cuad [--data ../shared/data/cuad] [--limit N] [--systems ...]
+
+For each of the dev contracts and each of CUAD's 41 categories, the query is
+``"<category in lower case> clause?"``. A hit is a returned span overlapping a gold span. Reported:
+Recall@1/3/5 and MRR@10 over the positive (contract, category) pairs, the mean length of the top-5
+returned spans, and on the negative pairs how often the top result clears the threshold.
+
+Baselines (as in BENCHMARKS.md): passages of at most 120 words with 30 words of overlap, scored by
+BM25, by all-MiniLM-L6-v2 over each passage alone, and by reciprocal-rank fusion of the two; the
+"floor" returns the first passages whatever the question.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from longdoc.tasks import retrieve
+
+K_MAX = 10
+
+
+def default_data_dir() -> Path:
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cuad"
+
+
+def word_windows(text: str, size: int = 120, overlap: int = 30) -> list[tuple[int, int]]:
+    """Char spans of passages of at most ``size`` words, consecutive ones sharing ``overlap`` words."""
+    words = [m.span() for m in re.finditer(r"\S+", text)]
+    spans, step = [], size - overlap
+    for i in range(0, max(len(words), 1), step):
+        chunk = words[i : i + size]
+        if not chunk:
+            break
+        spans.append((chunk[0][0], chunk[-1][1]))
+        if i + size >= len(words):
+            break
+    return spans
+
+
+@dataclass
+class Contract:
+    doc: str
+    text: str
+    contract_type: str
+    gold: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # category -> spans
+    negatives: list[str] = field(default_factory=list)
+
+
+def load_contracts(data: Path, limit: int | None = None) -> tuple[list[Contract], list[str]]:
+    by_doc: dict[str, Contract] = {}
+    categories: list[str] = []
+    with open(data / "labels.dev.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if r["category"] not in categories:
+                categories.append(r["category"])
+            c = by_doc.get(r["doc"])
+            if c is None:
+                if limit is not None and len(by_doc) >= limit:
+                    continue
+                text = open(data / r["doc"], encoding="utf-8").read()
+                c = by_doc[r["doc"]] = Contract(r["doc"], text, r["contract_type"])
+            if r["is_impossible"]:
+                c.negatives.append(r["category"])
+            else:
+                c.gold[r["category"]] = [(s["start"], s["end"]) for s in r["spans"]]
+    return list(by_doc.values()), categories
+
+
+def query_for(category: str) -> str:
+    return f"{category.lower()} clause?"
+
+
+class Tally:
+    """Accumulates hit ranks for the positive pairs and top scores for the negative pairs."""
+
+    def __init__(self):
+        self.first_hit: list[int | None] = []  # rank (0-based) of the first hit within top K_MAX
+        self.span_chars: list[int] = []
+        self.neg_top: list[float] = []
+        self.pos_top: list[float] = []
+
+    def add(self, spans, order, gold, top_score=None):
+        hit = None
+        for rank, p in enumerate(order[:K_MAX]):
+            s, e = spans[p]
+            if any(s < ge and gs < e for gs, ge in gold):
+                hit = rank
+                break
+        self.first_hit.append(hit)
+        self.span_chars.extend(spans[p][1] - spans[p][0] for p in order[:5])
+        if top_score is not None:
+            self.pos_top.append(top_score)
+
+    def row(self) -> dict:
+        n = len(self.first_hit)
+        rec = lambda k: sum(1 for h in self.first_hit if h is not None and h < k) / max(n, 1)
+        mrr = sum(1.0 / (h + 1) for h in self.first_hit if h is not None) / max(n, 1)
+        return {"R@1": rec(1), "R@3": rec(3), "R@5": rec(5), "MRR@10": mrr,
+                "span_chars": float(np.mean(self.span_chars)) if self.span_chars else 0.0, "pairs": n}
+
+
+def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print) -> dict[str, dict]:
+    contracts, categories = load_contracts(data, limit)
+    queries = [query_for(c) for c in categories]
+    tallies = {s: Tally() for s in systems}
+    need_model = any(s not in ("floor", "bm25") for s in systems)
+    if need_model and encoder is None:
+        from longdoc.model import load_encoder
+
+        encoder = load_encoder()
+    qvecs = encoder.embed_texts(queries).numpy() if need_model else None
+    t0 = time.time()
+    for ci, c in enumerate(contracts):
+        base = word_windows(c.text)
+        base_txt = [c.text[s:e] for s, e in base]
+        scores: dict[str, tuple[list, np.ndarray]] = {}
+        if "floor" in systems:
+            scores["floor"] = (base, np.tile(-np.arange(len(base), dtype=np.float32), (len(queries), 1)))
+        if {"bm25", "rrf"} & set(systems):
+            scores["bm25"] = (base, retrieve.lexical_scores(base_txt, queries))
+        if {"minilm", "rrf"} & set(systems):
+            scores["minilm"] = (base, retrieve.dense_scores(encoder.embed_texts(base_txt).numpy(), qvecs))
+        if "rrf" in systems:
+            scores["rrf"] = (base, retrieve.rank_fusion(scores["bm25"][1], scores["minilm"][1]))
+        if any(s.startswith("longdoc") for s in systems):
+            from longdoc.segment import segment
+            from longdoc.sources.document import Document
+
+            segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"))]
+            seg_txt = [c.text[s:e] for s, e in segs]
+            dense = retrieve.dense_scores(encoder.embed_spans(c.text, segs).numpy(), qvecs)
+            lex = retrieve.lexical_scores(seg_txt, queries)
+            scores["longdoc-dense"] = (segs, dense)
+            scores["longdoc-bm25"] = (segs, lex)
+            scores["longdoc"] = (segs, retrieve.rank_fusion(dense, lex))
+        for name in systems:
+            spans, sc = scores[name]
+            for qi, cat in enumerate(categories):
+                if cat in c.gold:
+                    order = np.argsort(-sc[qi], kind="stable")
+                    tallies[name].add(spans, order, c.gold[cat])
+        log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
+    return {name: t.row() for name, t in tallies.items()}
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    lines = ["| system | R@1 | R@3 | R@5 | MRR@10 | mean span chars |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['R@1']:.3f} | {r['R@3']:.3f} | {r['R@5']:.3f} | {r['MRR@10']:.3f} | {r['span_chars']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=default_data_dir())
+    ap.add_argument("--limit", type=int, default=None, help="first N contracts only")
+    ap.add_argument("--systems", default="floor,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    rows = evaluate(a.data, a.limit, a.systems.split(","))
+    print(json.dumps(rows, indent=2) if a.json else format_table(rows))
+
+
+if __name__ == "__main__":
+    main()

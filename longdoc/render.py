@@ -1,0 +1,133 @@
+"""The only module that prints results: Rich for people, grep-shaped lines for pipes, JSON for programs.
+
+Colours are theme keys (``longdoc.path``, ``longdoc.score``, ...), so ``NO_COLOR`` and ``--color``
+apply everywhere. Progress, logs and errors go to stderr; results go to stdout.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from rich.console import Console
+from rich.text import Text
+from rich.theme import Theme
+
+from longdoc.results import Answer
+
+THEME = Theme({
+    "longdoc.path": "magenta",
+    "longdoc.loc": "green",
+    "longdoc.score": "bold cyan",
+    "longdoc.label": "yellow",
+    "longdoc.match": "bold red",
+    "longdoc.question": "bold",
+    "longdoc.dim": "dim",
+})
+# Eight shades for the page map, low to high relevance.
+_SHADES = " ▁▂▃▄▅▆▇█"
+_WORD = re.compile(r"\w\w+", re.UNICODE)
+_STOP = frozenset("the a an and or of to in on for by with is are be this that what which clause clauses "
+                  "does do any there".split())
+
+
+def console(stderr: bool = False, color: str = "auto", width: int | None = None, file=None) -> Console:
+    """A themed console; ``color`` is auto | always | never (NO_COLOR is honoured for auto)."""
+    force = {"always": True, "never": False}.get(color)
+    return Console(theme=THEME, stderr=stderr, file=file, width=width, force_terminal=force,
+                   no_color=(color == "never") or None, highlight=False, soft_wrap=False)
+
+
+def _stem(word: str) -> str:
+    try:
+        import Stemmer
+
+        return Stemmer.Stemmer("english").stemWord(word.lower())
+    except ImportError:  # pragma: no cover
+        return word.lower()
+
+
+def query_terms(question: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(question) if w.lower() not in _STOP}
+
+
+def highlight(snippet: str, terms: set[str]) -> Text:
+    """The snippet with the words that match the question (after stemming) styled longdoc.match."""
+    text = Text(snippet)
+    for m in _WORD.finditer(snippet):
+        if _stem(m.group()) in terms:
+            text.stylize("longdoc.match", m.start(), m.end())
+    return text
+
+
+def _location(h) -> str:
+    loc = f"{h.line_start}-{h.line_end}" if h.line_end != h.line_start else f"{h.line_start}"
+    return f"{h.path}:{loc}"
+
+
+def _one_line(s: str, limit: int) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def heat_map(heat: list[float]) -> str:
+    """One character per page (or slice of lines), shaded by the best passage's relevance there."""
+    if not heat:
+        return ""
+    lo, hi = min(heat), max(heat)
+    span = (hi - lo) or 1.0
+    return "".join(_SHADES[round((h - lo) / span * (len(_SHADES) - 1))] for h in heat)
+
+
+def answers_rich(answers: list[Answer], out: Console, snippet_chars: int = 400) -> None:
+    for a in answers:
+        out.print(Text(a.question, style="longdoc.question"))
+        if a.heat:
+            unit = "pages" if a.results and a.results[0].page is not None else "lines"
+            out.print(Text.assemble(("  map ", "longdoc.dim"), heat_map(a.heat), (f"  ({unit})", "longdoc.dim")))
+        if not a.results:
+            out.print(Text("  no passage cleared the threshold", style="longdoc.dim"))
+        terms = query_terms(a.question)
+        for h in a.results:
+            head = Text.assemble(("  ", ""), (_location(h), "longdoc.path"))
+            if h.page is not None:
+                head.append(f"  p.{h.page}", "longdoc.loc")
+            head.append(f"  {h.score:.3f}", "longdoc.score")
+            if h.label:
+                head.append(f"  {_one_line(h.label, 40)}", "longdoc.label")
+            out.print(head)
+            body = highlight(_one_line(h.text, snippet_chars), terms)
+            body.pad_left(4)
+            out.print(body)
+        out.print()
+
+
+def answers_plain(answers: list[Answer], out=None) -> None:
+    """grep-shaped: ``path:line-line[:p.N]<TAB>score<TAB>snippet``; a ``# question`` line per question."""
+    out = out or sys.stdout
+    many = len(answers) > 1
+    for a in answers:
+        if many:
+            out.write(f"# {a.question}\n")
+        for h in a.results:
+            page = f":p.{h.page}" if h.page is not None else ""
+            out.write(f"{_location(h)}{page}\t{h.score:.3f}\t{_one_line(h.text, 200)}\n")
+
+
+def answers_json(answers: list[Answer], out=None) -> None:
+    out = out or sys.stdout
+    json.dump([a.to_json() for a in answers], out, ensure_ascii=False, indent=2)
+    out.write("\n")
+
+
+def answers_jsonl(answers: list[Answer], out=None) -> None:
+    out = out or sys.stdout
+    for a in answers:
+        for h in a.results:
+            out.write(json.dumps({"question": a.question, **h.to_json()}, ensure_ascii=False) + "\n")
+            out.flush()
+
+
+def error_json(message: str, err=None) -> None:
+    err = err or sys.stderr
+    err.write(json.dumps({"error": message}, ensure_ascii=False) + "\n")

@@ -1,0 +1,168 @@
+"""`ask`: the passages of a document that answer each question.
+
+Flow: Document -> segments -> passage vectors (whole document through the long-context encoder,
+mean-pooled per segment) -> dense scores, fused by reciprocal rank with BM25 over the same
+segments -> top k. Everything the model computes is cached by content hash (``longdoc.cache``), so
+a repeated question on an unchanged file neither loads the model nor imports torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from longdoc.cache import Cache, code_hash, model_identity, sha256_text
+from longdoc.config import resolve_model_dir
+from longdoc.errors import LongdocError
+from longdoc.results import Answer, Hit
+from longdoc.sources.document import Document
+from longdoc.tasks import retrieve
+
+# Fusion weights of the dense and lexical rankings (reciprocal-rank fusion); see docs/eval.md for the
+# CUAD dev measurement that chose them.
+DENSE_WEIGHT = 1.0
+LEXICAL_WEIGHT = 1.0
+# Default "no answer" cut on the reported score (dense cosine of the best passage); see docs/eval.md.
+DEFAULT_THRESHOLD = 0.0
+
+
+@dataclass
+class Passages:
+    """A document's segments and their vectors, in document order."""
+
+    doc: Document
+    spans: list[tuple[int, int]]
+    labels: list[str | None]
+    vectors: np.ndarray  # (S, dim) float32, L2-normalised
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.doc.text[s:e] for s, e in self.spans]
+
+
+@dataclass
+class Engine:
+    """The model (loaded on first need) and the cache, shared by every question in one run."""
+
+    model: str | None = None
+    window: int | None = None
+    use_cache: bool = True
+    _encoder: object = field(default=None, init=False, repr=False)
+    _cache: Cache | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        self.model_dir = resolve_model_dir(self.model)
+        self.identity = model_identity(self.model_dir, {"window": self.window})
+        self._cache = Cache() if self.use_cache else None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from longdoc.model import load_encoder
+
+            self._encoder = load_encoder(str(self.model_dir), window=self.window)
+        return self._encoder
+
+    def load(self, path: str, *, password: str | None = None) -> Document:
+        """The source's Document, from the cache when the file's bytes were seen before."""
+        from longdoc.sources import load
+
+        if path == "-" or self._cache is None or not Path(path).is_file():
+            return load(path, password=password)
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        key = f"{h.hexdigest()}:{code_hash('sources')}"
+        row = self._cache.get_document(key)
+        if row is not None:
+            kind, text, page_starts, language = row
+            ps = tuple(json.loads(page_starts)) if page_starts else None
+            return Document(path=path, text=text, kind=kind, page_starts=ps, language=language)
+        doc = load(path, password=password)
+        self._cache.put_document(key, doc.kind, doc.text, doc.page_starts, doc.language)
+        return doc
+
+    def passages(self, doc: Document) -> Passages:
+        from longdoc.segment import segment
+
+        segs = segment(doc)
+        if not segs:
+            raise LongdocError(f"{doc.path}: no text to search")
+        spans = [(s.start, s.end) for s in segs]
+        key = f"{sha256_text(doc.text)}:{self.identity}"
+        hit = self._cache.get_passages(key) if self._cache else None
+        if hit is not None and hit[0] == spans:
+            vecs = hit[1]
+        else:
+            vecs = self.encoder.embed_spans(doc.text, spans).float().numpy()
+            if self._cache:
+                self._cache.put_passages(key, spans, vecs)
+        return Passages(doc, spans, [s.label for s in segs], vecs)
+
+    def question_vectors(self, questions: list[str]) -> np.ndarray:
+        got = {q: self._cache.get_question(self.identity, q) for q in questions} if self._cache else {}
+        missing = [q for q in questions if got.get(q) is None]
+        if missing:
+            vecs = self.encoder.embed_texts(missing).float().numpy()
+            for q, v in zip(missing, vecs):
+                got[q] = v
+                if self._cache:
+                    self._cache.put_question(self.identity, q, v)
+        return np.stack([got[q] for q in questions])
+
+
+def score_passages(passages: Passages, questions: list[str], qvecs: np.ndarray):
+    """(fused ranking scores, reported scores), both (Q, S). Reported = dense cosine."""
+    dense = retrieve.dense_scores(passages.vectors, qvecs)
+    lexical = retrieve.lexical_scores(passages.texts, questions)
+    fused = retrieve.rank_fusion(dense, lexical, weights=[DENSE_WEIGHT, LEXICAL_WEIGHT])
+    return fused, dense
+
+
+def _heat(passages: Passages, scores: np.ndarray, buckets: int) -> list[float]:
+    """Best score per page (or per equal slice of lines when the source has no pages), for the map."""
+    doc = passages.doc
+    n = doc.n_pages or buckets
+    heat = [0.0] * n
+    for (s, _), sc in zip(passages.spans, scores):
+        if doc.n_pages:
+            b = doc.page_of(s) - 1
+        else:
+            b = min(n - 1, (doc.line_of(s) - 1) * n // max(len(doc.line_starts), 1))
+        heat[b] = max(heat[b], float(sc))
+    return heat
+
+
+def ask(
+    doc: Document,
+    questions: list[str],
+    *,
+    engine: Engine,
+    k: int = 5,
+    threshold: float | None = None,
+) -> list[Answer]:
+    """Answer every question on one document. A result is kept only when its score clears
+    ``threshold`` (default ``DEFAULT_THRESHOLD``)."""
+    questions = [q.strip() for q in questions]
+    if not questions or any(not q for q in questions):
+        raise LongdocError("empty question")
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    passages = engine.passages(doc)
+    fused, reported = score_passages(passages, questions, engine.question_vectors(questions))
+    answers = []
+    for qi, q in enumerate(questions):
+        hits = []
+        for p in retrieve.top_k(fused[qi:qi + 1], k)[0]:
+            score = float(reported[qi, p])
+            if score < threshold:
+                continue
+            s, e = passages.spans[p]
+            hits.append(Hit(path=doc.path, char_start=s, char_end=e, page=doc.page_of(s),
+                            line_start=doc.line_of(s), line_end=doc.line_of(max(s, e - 1)),
+                            score=round(score, 4), text=doc.text[s:e], label=passages.labels[p]))
+        answers.append(Answer(q, hits, heat=_heat(passages, reported[qi], buckets=60)))
+    return answers
