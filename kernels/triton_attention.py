@@ -1,0 +1,953 @@
+"""Sliding-window + global attention in Triton, forward and backward.
+
+Semantics are those of ``reference.py`` (radius ``w``, 2w+1 band keys, Longformer dilation, global
+tokens seen through one compact tile, global rows over the whole sequence, padded keys, fully masked
+rows -> 0 with log-sum-exp -inf). This file reads top to bottom:
+
+1. device helpers (the band loop of the forward pass);
+2. the ``@triton.jit`` kernels: forward band, forward global rows (split over the sequence) and their
+   log-sum-exp merge; backward preprocess, dK/dV band, dQ band, global-key tile, global rows, and the
+   fixed-order reduction of per-chunk partials;
+3. the launch configurations;
+4. the launchers, the ``torch.library`` custom ops (so ``torch.compile`` sees one opaque op and does
+   not break the graph) and the ``torch.autograd.Function`` that ties forward to backward;
+5. the public ``local_global_attention_triton``.
+
+Two choices shape every kernel:
+
+* **Global keys are counted by the band, not excluded from it.** The reference removes a global key
+  from the band and adds it back through the tile. The same set of (query, key) pairs is obtained by
+  keeping the band whole and masking, inside the small ``BLOCK_M x G_PAD`` tile, the global keys that
+  already lie in the query's band. The band then needs masks only at its two edges (and for padded
+  keys when a padding mask is given); interior blocks run with no mask arithmetic at all.
+* **Dilation is a strided view.** Residue class ``r`` of dilation ``d`` is the sequence ``r, r+d, ...``:
+  an ordinary dilation-1 band over rows of stride ``d * stride_m``. No score is computed for a key off
+  the band's lattice.
+
+Global query rows attend to the whole sequence: the sequence is cut in chunks, each program handles
+every global row against one chunk, and a second kernel merges the chunks by log-sum-exp in a fixed
+order. The backward is deterministic: every output element is written by one program, partial sums
+over chunks are stored and reduced in chunk order, and no atomics are used.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+LOG2E = 1.4426950408889634  # 1/ln 2: exp(x) = exp2(x * LOG2E)
+LN2 = 0.6931471805599453  # ln 2: back from log2 units to natural-log LSE
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Device helpers
+# ---------------------------------------------------------------------------------------------
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn, stride_vn,
+                    stride_bn, blk_lo, blk_hi, key0, n_r, window, qk_scale,
+                    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Online softmax over band key blocks ``blk_lo <= t < blk_hi`` (keys ``key0 + t*BLOCK_N + ...``).
+
+    ``MASKED`` blocks check the band edges and the sequence ends; the others load and multiply only.
+    Scores are in log2 units (``qk_scale`` holds 1/ln 2).
+    """
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t in range(blk_lo, blk_hi):
+        k_idx = key0 + t * BLOCK_N + offs_n  # (BLOCK_N,) key rows in the strided view
+        k_ptrs = k_base + k_idx.to(tl.int64)[None, :] * stride_kn + offs_d[:, None]  # (D, BLOCK_N)
+        v_ptrs = v_base + k_idx.to(tl.int64)[:, None] * stride_vn + offs_d[None, :]  # (BLOCK_N, D)
+        if MASKED:
+            k_in = (k_idx >= 0) & (k_idx < n_r)
+            kt = tl.load(k_ptrs, mask=k_in[None, :], other=0.0)
+        else:
+            kt = tl.load(k_ptrs)
+        qk = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N) fp32
+        if HAS_BIAS:  # key padding: 0 or -inf per key
+            if MASKED:
+                qk += tl.load(kb_base + k_idx.to(tl.int64) * stride_bn, mask=k_in, other=float("-inf"))[None, :]
+            else:
+                qk += tl.load(kb_base + k_idx.to(tl.int64) * stride_bn)[None, :]
+        if MASKED:
+            rel = k_idx[None, :] - q_idx[:, None]
+            ok = (rel <= window) & (rel >= -window) & k_in[None, :]
+            qk = tl.where(ok, qk, float("-inf"))
+        # m_i starts at a finite -1e30, so a block with every key masked leaves it finite: no NaN.
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if MASKED:
+            v = tl.load(v_ptrs, mask=k_in[:, None], other=0.0)
+        else:
+            v = tl.load(v_ptrs)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_ij
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _band_split(m0, n_r, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Split the key blocks of query block ``m0`` into [0, k_lo) edge, [k_lo, k_hi) interior, rest edge.
+
+    Block t holds keys m0 - w + t*BLOCK_N + [0, BLOCK_N). It is interior (every key in the band of
+    every row) iff  t >= (BLOCK_M - 1) / BLOCK_N  and  (t + 1) * BLOCK_N <= 2w + 1.
+    A block at the sequence ends needs masks too, so such programs mask every block.
+    """
+    n_blk = (BLOCK_M + 2 * window + BLOCK_N - 1) // BLOCK_N
+    key0 = m0 - window
+    # (t + 1) * BLOCK_N <= 2w + 1  <=>  t < (2w + 1) // BLOCK_N
+    k_hi = tl.minimum(tl.maximum((2 * window + 1) // BLOCK_N, (BLOCK_M - 1 + BLOCK_N - 1) // BLOCK_N), n_blk)
+    k_lo = tl.minimum((BLOCK_M - 1 + BLOCK_N - 1) // BLOCK_N, k_hi)
+    boundary = (key0 < 0) | (key0 + n_blk * BLOCK_N > n_r)
+    return n_blk, key0, k_lo, k_hi, boundary
+
+
+@triton.jit
+def _global_in_band(q_pos, g_pos, window, DIL):
+    """(BLOCK_M, G_PAD) True where global key ``g_pos`` already lies in the band of query ``q_pos``."""
+    rel = g_pos[None, :] - q_pos[:, None]
+    return ((rel % DIL) == 0) & (rel <= window * DIL) & (rel >= -window * DIL)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Kernels
+# ---------------------------------------------------------------------------------------------
+@triton.jit(do_not_specialize=["N", "window"])
+def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
+                     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
+                     stride_bb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
+                     H, N, window, qk_scale, DIL: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band."""
+    pid_m = tl.program_id(0)
+    pid_z = tl.program_id(1)  # (b * H + h) * DIL + r
+    r = pid_z % DIL
+    h = (pid_z // DIL) % H
+    b = pid_z // (DIL * H)
+    n_r = (N - r + DIL - 1) // DIL  # rows of residue class r
+    m0 = pid_m * BLOCK_M
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    r64 = r.to(tl.int64)
+    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
+    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
+    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
+    kb_base = KB + b64 * stride_bb + r64
+    sq = stride_qm * DIL  # row strides of the stride-DIL view
+    sk = stride_kn * DIL
+    sv = stride_vn * DIL
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_idx = m0 + offs_m
+    q_in = q_idx < n_r
+    q = tl.load(q_base + q_idx.to(tl.int64)[:, None] * sq + offs_d[None, :], mask=q_in[:, None], other=0.0)
+
+    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - 1.0e30
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    if G_PAD > 0:  # the compact global tile, visited once
+        offs_g = tl.arange(0, G_PAD)
+        g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)  # -1: unused slot or padded token
+        g_base = b64 * stride_gb + h64 * stride_gh
+        kg = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
+        qk = tl.dot(q, kg, input_precision=DOT_PREC) * qk_scale
+        ok = (g_pos[None, :] >= 0) & ~_global_in_band(r + DIL * q_idx, g_pos, window, DIL)
+        qk = tl.where(ok, qk, float("-inf"))
+        m_i = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_i[:, None])
+        l_i = tl.sum(p, 1)
+        vg = tl.load(VG + g_base + offs_g[:, None] * stride_gm + offs_d[None, :])  # (G_PAD, D)
+        acc = tl.dot(p.to(vg.dtype), vg, acc, input_precision=DOT_PREC)
+
+    n_blk, key0, k_lo, k_hi, boundary = _band_split(m0, n_r, window, BLOCK_M, BLOCK_N)
+    if boundary:
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        0, n_blk, key0, n_r, window, qk_scale,
+                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+    else:
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        0, k_lo, key0, n_r, window, qk_scale,
+                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        k_lo, k_hi, key0, n_r, window, qk_scale,
+                                        HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        k_hi, n_blk, key0, n_r, window, qk_scale,
+                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+
+    empty = l_i == 0.0  # no visible key: output 0, LSE -inf
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
+    o_base = Out + b64 * stride_ob + h64 * stride_oh + r64 * stride_om
+    tl.store(o_base + q_idx.to(tl.int64)[:, None] * (stride_om * DIL) + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=q_in[:, None])
+    l_base = Lse + b64 * stride_lb + h64 * stride_lh + r64
+    tl.store(l_base + q_idx.to(tl.int64) * DIL, lse, mask=q_in)
+
+
+@triton.jit(do_not_specialize=["N", "chunk"])
+def _fwd_global_rows_kernel(QG, K, V, KB, PO, PL,
+                            stride_gb, stride_gh, stride_gm, stride_kb, stride_kh, stride_kn,
+                            stride_vb, stride_vh, stride_vn, stride_bb,
+                            stride_ob, stride_oh, stride_oc, stride_lb, stride_lh,
+                            H, N, chunk, qk_scale,
+                            HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Every global row of one (batch, head) against one chunk of keys: a normalised partial + LSE."""
+    pid_c = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    h = pid_z % H
+    b = pid_z // H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    qg = tl.load(QG + b64 * stride_gb + h64 * stride_gh + offs_g[:, None] * stride_gm + offs_d[None, :])
+    k_base = K + b64 * stride_kb + h64 * stride_kh
+    v_base = V + b64 * stride_vb + h64 * stride_vh
+    kb_base = KB + b64 * stride_bb
+    m_i = tl.zeros([G_PAD], dtype=tl.float32) - 1.0e30
+    l_i = tl.zeros([G_PAD], dtype=tl.float32)
+    acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    c0 = pid_c * chunk
+    for start in range(c0, c0 + chunk, BLOCK_N):
+        k_idx = start + offs_n
+        k_in = k_idx < N
+        kt = tl.load(k_base + k_idx.to(tl.int64)[None, :] * stride_kn + offs_d[:, None], mask=k_in[None, :], other=0.0)
+        qk = tl.dot(qg, kt, input_precision=DOT_PREC) * qk_scale  # (G_PAD, BLOCK_N)
+        if HAS_BIAS:
+            qk += tl.load(kb_base + k_idx.to(tl.int64), mask=k_in, other=float("-inf"))[None, :]
+        qk = tl.where(k_in[None, :], qk, float("-inf"))
+        m_ij = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_ij[:, None])
+        alpha = tl.math.exp2(m_i - m_ij)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * stride_vn + offs_d[None, :], mask=k_in[:, None], other=0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=DOT_PREC)
+        m_i = m_ij
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    lse2 = tl.where(empty, float("-inf"), m_i + tl.math.log2(l_safe))  # log2 units
+    po = PO + b64 * stride_ob + h64 * stride_oh + pid_c.to(tl.int64) * stride_oc
+    tl.store(po + offs_g[:, None] * HEAD_DIM + offs_d[None, :], acc / l_safe[:, None])
+    tl.store(PL + b64 * stride_lb + h64 * stride_lh + pid_c.to(tl.int64) * G_PAD + offs_g, lse2)
+
+
+@triton.jit(do_not_specialize=["n_chunks"])
+def _fwd_global_merge_kernel(PO, PL, GPOS, Out, Lse, n_chunks,
+                             stride_pob, stride_poh, stride_poc, stride_plb, stride_plh, stride_pb,
+                             stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
+                             H, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
+    """Merge the per-chunk partials of the global rows by log-sum-exp (chunk order: deterministic)
+    and write them over the band result at the global tokens' own positions."""
+    pid_z = tl.program_id(0)
+    h = pid_z % H
+    b = pid_z // H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    po = PO + b64 * stride_pob + h64 * stride_poh
+    pl = PL + b64 * stride_plb + h64 * stride_plh
+    m = tl.zeros([G_PAD], dtype=tl.float32) - 1.0e30
+    s = tl.zeros([G_PAD], dtype=tl.float32)
+    acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    for c in range(0, n_chunks):
+        lc = tl.load(pl + c * G_PAD + offs_g)
+        oc = tl.load(po + c * stride_poc + offs_g[:, None] * HEAD_DIM + offs_d[None, :])
+        m_new = tl.maximum(m, lc)
+        alpha = tl.math.exp2(m - m_new)
+        beta = tl.math.exp2(lc - m_new)
+        s = s * alpha + beta
+        acc = acc * alpha[:, None] + oc * beta[:, None]
+        m = m_new
+    empty = s == 0.0
+    s_safe = tl.where(empty, 1.0, s)
+    out = acc / s_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m + tl.math.log2(s_safe)) * 0.6931471805599453)
+    g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)
+    ok = g_pos >= 0
+    rows = tl.where(ok, g_pos, 0).to(tl.int64)
+    tl.store(Out + b64 * stride_ob + h64 * stride_oh + rows[:, None] * stride_om + offs_d[None, :],
+             out.to(Out.dtype.element_ty), mask=ok[:, None])
+    tl.store(Lse + b64 * stride_lb + h64 * stride_lh + rows, lse, mask=ok)
+
+
+@triton.jit(do_not_specialize=["N"])
+def _bwd_preprocess_kernel(O, DO, Delta, stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
+                           H, N, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta_i = sum_d dO_id * O_id  (fp32): the row term of the softmax gradient."""
+    pid_m = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    h = pid_z % H
+    b = pid_z // H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_in = offs_m < N
+    rows = offs_m.to(tl.int64)[:, None]
+    o = tl.load(O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows * stride_om + offs_d[None, :],
+                mask=m_in[:, None], other=0.0).to(tl.float32)
+    do = tl.load(DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + rows * stride_dm + offs_d[None, :],
+                 mask=m_in[:, None], other=0.0).to(tl.float32)
+    tl.store(Delta + pid_z.to(tl.int64) * N + offs_m, tl.sum(o * do, 1), mask=m_in)
+
+
+@triton.jit(do_not_specialize=["N", "window"])
+def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
+                          stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                          stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
+                          stride_bb, H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
+                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One program: BLOCK_N keys of one (batch, head, residue); walks the query blocks of their band.
+
+    The band is symmetric, so the query blocks of key block n0 are laid out exactly like the key
+    blocks of a query block in the forward pass (with BLOCK_M and BLOCK_N swapped). ``LSE2`` is the
+    log2-unit LSE with +inf on rows that must not contribute through the band (global rows, rows
+    that saw nothing), which makes their probabilities exactly 0 with no row mask.
+    dK/dV are contiguous (B, H, N, D) like the fp32 row statistics (B, H, N).
+    """
+    pid_n = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    r = pid_z % DIL
+    h = (pid_z // DIL) % H
+    b = pid_z // (DIL * H)
+    n_r = (N - r + DIL - 1) // DIL
+    n0 = pid_n * BLOCK_N
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    r64 = r.to(tl.int64)
+    bh = (b64 * H + h64)
+    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
+    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
+    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
+    do_base = DO + b64 * stride_db + h64 * stride_dh + r64 * stride_dm
+    row_base = bh * N + r64  # into LSE2 / Delta
+    sq = stride_qm * DIL
+    sdo = stride_dm * DIL
+
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    k_idx = n0 + offs_n
+    k_in = k_idx < n_r
+    k = tl.load(k_base + k_idx.to(tl.int64)[:, None] * (stride_kn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
+    v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * (stride_vn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
+    if HAS_BIAS:
+        kbias = tl.load(KB + b64 * stride_bb + r64 + k_idx.to(tl.int64) * DIL, mask=k_in, other=float("-inf"))
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+    n_blk, row0, t_lo, t_hi, boundary = _band_split(n0, n_r, window, BLOCK_N, BLOCK_M)
+    for t in range(0, n_blk):
+        masked = boundary | (t < t_lo) | (t >= t_hi)
+        q_idx = row0 + t * BLOCK_M + offs_m
+        q_in = (q_idx >= 0) & (q_idx < n_r)
+        rows = q_idx.to(tl.int64)
+        q = tl.load(q_base + rows[:, None] * sq + offs_d[None, :], mask=q_in[:, None], other=0.0)
+        do = tl.load(do_base + rows[:, None] * sdo + offs_d[None, :], mask=q_in[:, None], other=0.0)
+        lse2 = tl.load(LSE2 + row_base + rows * DIL, mask=q_in, other=float("inf"))
+        delta = tl.load(Delta + row_base + rows * DIL, mask=q_in, other=0.0)
+        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, BLOCK_M)
+        if HAS_BIAS:
+            qkT += kbias[:, None]
+        pT = tl.math.exp2(qkT - lse2[None, :])
+        if masked:
+            rel = k_idx[:, None] - q_idx[None, :]
+            pT = tl.where((rel <= window) & (rel >= -window), pT, 0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    out_rows = (bh * N + r64 + k_idx.to(tl.int64) * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DK + out_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
+    tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
+
+
+@triton.jit
+def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, stride_kn, stride_vn, stride_bn,
+                  blk_lo, blk_hi, key0, n_r, window, qk_scale,
+                  HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t in range(blk_lo, blk_hi):
+        k_idx = key0 + t * BLOCK_N + offs_n
+        rows = k_idx.to(tl.int64)
+        if MASKED:
+            k_in = (k_idx >= 0) & (k_idx < n_r)
+            kt = tl.load(k_base + rows[None, :] * stride_kn + offs_d[:, None], mask=k_in[None, :], other=0.0)
+            vt = tl.load(v_base + rows[None, :] * stride_vn + offs_d[:, None], mask=k_in[None, :], other=0.0)
+        else:
+            kt = tl.load(k_base + rows[None, :] * stride_kn + offs_d[:, None])
+            vt = tl.load(v_base + rows[None, :] * stride_vn + offs_d[:, None])
+        qk = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+        if HAS_BIAS:
+            if MASKED:
+                qk += tl.load(kb_base + rows * stride_bn, mask=k_in, other=float("-inf"))[None, :]
+            else:
+                qk += tl.load(kb_base + rows * stride_bn)[None, :]
+        p = tl.math.exp2(qk - lse2[:, None])
+        if MASKED:
+            rel = k_idx[None, :] - q_idx[:, None]
+            p = tl.where((rel <= window) & (rel >= -window) & k_in[None, :], p, 0.0)
+        dp = tl.dot(do, vt, input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit(do_not_specialize=["N", "window"])
+def _bwd_dq_band_kernel(Q, K, V, DO, KB, KG, VG, GPOS, LSE2, Delta, DQ,
+                        stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                        stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
+                        stride_bb, stride_gb, stride_gh, stride_gm, stride_pb,
+                        H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
+                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One program: dQ of BLOCK_M rows of one (batch, head, residue): global tile, then band."""
+    pid_m = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    r = pid_z % DIL
+    h = (pid_z // DIL) % H
+    b = pid_z // (DIL * H)
+    n_r = (N - r + DIL - 1) // DIL
+    m0 = pid_m * BLOCK_M
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    r64 = r.to(tl.int64)
+    bh = b64 * H + h64
+    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
+    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
+    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
+    do_base = DO + b64 * stride_db + h64 * stride_dh + r64 * stride_dm
+    kb_base = KB + b64 * stride_bb + r64
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_idx = m0 + offs_m
+    q_in = q_idx < n_r
+    rows = q_idx.to(tl.int64)
+    q = tl.load(q_base + rows[:, None] * (stride_qm * DIL) + offs_d[None, :], mask=q_in[:, None], other=0.0)
+    do = tl.load(do_base + rows[:, None] * (stride_dm * DIL) + offs_d[None, :], mask=q_in[:, None], other=0.0)
+    lse2 = tl.load(LSE2 + bh * N + r64 + rows * DIL, mask=q_in, other=float("inf"))
+    delta = tl.load(Delta + bh * N + r64 + rows * DIL, mask=q_in, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    if G_PAD > 0:
+        offs_g = tl.arange(0, G_PAD)
+        g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)
+        g_base = b64 * stride_gb + h64 * stride_gh
+        kgt = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
+        vgt = tl.load(VG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])
+        qk = tl.dot(q, kgt, input_precision=DOT_PREC) * qk_scale
+        ok = (g_pos[None, :] >= 0) & ~_global_in_band(r + DIL * q_idx, g_pos, window, DIL)
+        p = tl.where(ok, tl.math.exp2(qk - lse2[:, None]), 0.0)
+        dp = tl.dot(do, vgt, input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(kgt.dtype), tl.trans(kgt), dq, input_precision=DOT_PREC)
+
+    sk = stride_kn * DIL
+    sv = stride_vn * DIL
+    n_blk, key0, k_lo, k_hi, boundary = _band_split(m0, n_r, window, BLOCK_M, BLOCK_N)
+    if boundary:
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                           0, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+    else:
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                           0, k_lo, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                           k_lo, k_hi, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                           k_hi, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+    out_rows = (bh * N + r64 + rows * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(DQ + out_rows, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_in[:, None])
+
+
+@triton.jit(do_not_specialize=["N", "window", "chunk"])
+def _bwd_global_tile_kernel(Q, DO, KG, VG, GPOS, LSE2, Delta, PDK, PDV,
+                            stride_qb, stride_qh, stride_qm, stride_db, stride_dh, stride_dm,
+                            stride_gb, stride_gh, stride_gm, stride_pb,
+                            H, N, window, chunk, qk_scale, DIL: tl.constexpr,
+                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, G_PAD: tl.constexpr,
+                            DOT_PREC: tl.constexpr):
+    """dK, dV of the compact global tile from one chunk of query rows (a partial, reduced later)."""
+    pid_c = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    h = pid_z % H
+    b = pid_z // H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    bh = b64 * H + h64
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_m = tl.arange(0, BLOCK_M)
+    g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)
+    g_base = b64 * stride_gb + h64 * stride_gh
+    kgt = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
+    vgt = tl.load(VG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])
+    q_base = Q + b64 * stride_qb + h64 * stride_qh
+    do_base = DO + b64 * stride_db + h64 * stride_dh
+    dkg = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    dvg = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    c0 = pid_c * chunk
+    for start in range(c0, c0 + chunk, BLOCK_M):
+        q_idx = start + offs_m  # positions in the full sequence (the tile ignores residues)
+        q_in = q_idx < N
+        rows = q_idx.to(tl.int64)
+        q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
+        do = tl.load(do_base + rows[:, None] * stride_dm + offs_d[None, :], mask=q_in[:, None], other=0.0)
+        lse2 = tl.load(LSE2 + bh * N + rows, mask=q_in, other=float("inf"))
+        delta = tl.load(Delta + bh * N + rows, mask=q_in, other=0.0)
+        qk = tl.dot(q, kgt, input_precision=DOT_PREC) * qk_scale
+        ok = (g_pos[None, :] >= 0) & ~_global_in_band(q_idx, g_pos, window, DIL)
+        p = tl.where(ok, tl.math.exp2(qk - lse2[:, None]), 0.0)  # (BLOCK_M, G_PAD)
+        dp = tl.dot(do, vgt, input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dvg = tl.dot(tl.trans(p.to(do.dtype)), do, dvg, input_precision=DOT_PREC)
+        dkg = tl.dot(tl.trans(ds.to(q.dtype)), q, dkg, input_precision=DOT_PREC)
+    part = (bh * tl.num_programs(0) + pid_c) * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+    tl.store(PDK + part, dkg)
+    tl.store(PDV + part, dvg)
+
+
+@triton.jit(do_not_specialize=["N", "chunk"])
+def _bwd_global_rows_kernel(QG, K, V, DOG, KB, LSEG2, DeltaG, DK, DV, PDQ,
+                            stride_gb, stride_gh, stride_gm, stride_kb, stride_kh, stride_kn,
+                            stride_vb, stride_vh, stride_vn, stride_bb,
+                            H, N, chunk, qk_scale, sm_scale,
+                            HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr,
+                            HAS_BIAS: tl.constexpr, ACCUM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Gradients through the global rows, for one chunk of keys: dK/dV of those keys (added to the
+    band's when the global rows share k, v; ``ACCUM``) and a partial dQ of the global rows."""
+    pid_c = tl.program_id(0)
+    pid_z = tl.program_id(1)
+    h = pid_z % H
+    b = pid_z // H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    bh = b64 * H + h64
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_n = tl.arange(0, BLOCK_N)
+    gsl = offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+    qg = tl.load(QG + b64 * stride_gb + h64 * stride_gh + offs_g[:, None] * stride_gm + offs_d[None, :])
+    dog = tl.load(DOG + bh * (G_PAD * HEAD_DIM) + gsl)  # (G_PAD, D), gathered contiguous
+    lse2 = tl.load(LSEG2 + bh * G_PAD + offs_g)  # +inf on unused slots
+    delta = tl.load(DeltaG + bh * G_PAD + offs_g)
+    k_base = K + b64 * stride_kb + h64 * stride_kh
+    v_base = V + b64 * stride_vb + h64 * stride_vh
+    dqg = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    c0 = pid_c * chunk
+    for start in range(c0, c0 + chunk, BLOCK_N):
+        k_idx = start + offs_n
+        k_in = k_idx < N
+        rows = k_idx.to(tl.int64)
+        k = tl.load(k_base + rows[:, None] * stride_kn + offs_d[None, :], mask=k_in[:, None], other=0.0)
+        v = tl.load(v_base + rows[:, None] * stride_vn + offs_d[None, :], mask=k_in[:, None], other=0.0)
+        qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, G_PAD)
+        if HAS_BIAS:
+            qkT += tl.load(KB + b64 * stride_bb + rows, mask=k_in, other=float("-inf"))[:, None]
+        pT = tl.where(k_in[:, None], tl.math.exp2(qkT - lse2[None, :]), 0.0)
+        dv = tl.dot(pT.to(dog.dtype), dog, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(qg.dtype), qg, input_precision=DOT_PREC) * sm_scale
+        dqg = tl.dot(tl.trans(dsT.to(k.dtype)), k, dqg, input_precision=DOT_PREC)
+        out_rows = (bh * N + rows)[:, None] * HEAD_DIM + offs_d[None, :]
+        if ACCUM:  # the same program is the only writer of these rows in this launch
+            dk += tl.load(DK + out_rows, mask=k_in[:, None], other=0.0).to(tl.float32)
+            dv += tl.load(DV + out_rows, mask=k_in[:, None], other=0.0).to(tl.float32)
+        tl.store(DK + out_rows, dk.to(DK.dtype.element_ty), mask=k_in[:, None])
+        tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
+    part = (bh * tl.num_programs(0) + pid_c) * (G_PAD * HEAD_DIM) + gsl
+    tl.store(PDQ + part, dqg)
+
+
+@triton.jit(do_not_specialize=["n_chunks", "N"])
+def _reduce_partials_kernel(P, Dst, GPOS, n_chunks, stride_pb, scale, H, G, N,
+                            HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, TO_ROWS: tl.constexpr):
+    """Sum (B, H, n_chunks, G_PAD, D) partials over chunks in order, times ``scale``. ``TO_ROWS``: add
+    into the contiguous (B, H, N, D) tensor ``Dst`` at the global positions; else write (B, H, G, D)."""
+    pid_z = tl.program_id(0)  # b * H + h
+    b = pid_z // H
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    gsl = offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+    base = P + pid_z.to(tl.int64) * n_chunks * (G_PAD * HEAD_DIM)
+    acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    for c in range(0, n_chunks):
+        acc += tl.load(base + c * (G_PAD * HEAD_DIM) + gsl)
+    acc = acc * scale
+    if TO_ROWS:
+        g_pos = tl.load(GPOS + b.to(tl.int64) * stride_pb + offs_g)
+        ok = g_pos >= 0
+        rows = tl.where(ok, g_pos, 0).to(tl.int64)
+        ptrs = Dst + (pid_z.to(tl.int64) * N + rows)[:, None] * HEAD_DIM + offs_d[None, :]
+        cur = tl.load(ptrs, mask=ok[:, None], other=0.0).to(tl.float32)
+        tl.store(ptrs, (cur + acc).to(Dst.dtype.element_ty), mask=ok[:, None])
+    else:
+        tl.store(Dst + pid_z.to(tl.int64) * G * HEAD_DIM + gsl, acc.to(Dst.dtype.element_ty),
+                 mask=(offs_g < G)[:, None])
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Launch configurations
+# ---------------------------------------------------------------------------------------------
+# The forward band kernel is the one that matters for time. Its space is narrow on purpose: the band
+# is at most 2w+1 keys wide, so BLOCK_M beyond 128 wastes a growing triangle of masked scores
+# (BLOCK_M / (2w + 1) of the work), and BLOCK_M below 64 under-fills Hopper's 64-row wgmma. Each
+# config costs about a second of compile time, and the target is under 10 s per shape bucket.
+_FWD_CONFIGS = [
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+]
+
+
+def _prune_fwd(configs, named_args, **kwargs):
+    d = named_args["HEAD_DIM"] if "HEAD_DIM" in named_args else kwargs.get("HEAD_DIM", 64)
+    # d = 128 with 128 x 128 tiles and 3 stages overflows shared memory on some parts; keep the rest.
+    return [c for c in configs if not (d >= 128 and c.kwargs["BLOCK_N"] == 128)] or configs[:1]
+
+
+if _INTERPRET:
+    _fwd_band = _fwd_band_kernel
+else:
+    _fwd_band = triton.autotune(configs=_FWD_CONFIGS, key=["HEAD_DIM", "G_PAD", "HAS_BIAS", "DIL"],
+                                prune_configs_by={"early_config_prune": _prune_fwd})(_fwd_band_kernel)
+
+
+def _blocks(head_dim: int):
+    """Fixed tiles for the other kernels: (fwd M, fwd N, bwd M, bwd N, warps) when not autotuned."""
+    if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w
+        return 16, 16, 16, 16, 4
+    if head_dim >= 128:
+        return 128, 64, 32, 64, 8
+    return 128, 64, 64, 128, 8
+
+
+def _chunk(n: int, block: int, programs_per_head: int = 64) -> int:
+    """Sequence chunk for the global passes: a power of two >= block, about n / 64 (so the B*H*64
+    programs fill the GPU at any n) and at most 16k rows per program."""
+    c = max(block, triton.next_power_of_2(max(1, -(-n // programs_per_head))))
+    return min(c, max(block, 16384))
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 products (tf32 would give about 3e-4 relative error).
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Launchers, custom ops, autograd
+# ---------------------------------------------------------------------------------------------
+def _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv):
+    """Compact global tile (B, H, G_PAD, D), positions (B, G_PAD) int32 (-1 unused or padded) and the
+    global-row operands. G_PAD is the next power of two >= 16 (the smallest tl.dot)."""
+    B, H, N, D = q.shape
+    G = 0 if global_idx is None else global_idx.shape[1]
+    if G == 0:
+        return 0, None, None, None, None, None, None
+    g_pad = max(16, triton.next_power_of_2(G))
+    idx = global_idx.to(device=q.device, dtype=torch.long)
+    valid = idx >= 0
+    safe = idx.clamp(min=0)
+    if key_padding_mask is not None:
+        valid = valid & ~torch.gather(key_padding_mask.to(q.device, torch.bool), 1, safe)
+    gpos = torch.full((B, g_pad), -1, dtype=torch.int32, device=q.device)
+    gpos[:, :G] = torch.where(valid, idx, -1).to(torch.int32)
+    gather = safe[:, None, :, None].expand(B, H, G, D)
+    kg = q.new_zeros(B, H, g_pad, D)
+    vg = q.new_zeros(B, H, g_pad, D)
+    kg[:, :, :G] = torch.gather(k, 2, gather)
+    vg[:, :, :G] = torch.gather(v, 2, gather)
+    qg = q.new_zeros(B, H, g_pad, D)
+    if global_qkv is not None:
+        qg[:, :, :G] = global_qkv[0]
+        kG, vG = global_qkv[1], global_qkv[2]
+    else:
+        qg[:, :, :G] = torch.gather(q, 2, gather)
+        kG, vG = k, v
+    return g_pad, gpos, kg, vg, qg, kG, vG
+
+
+def _key_bias(q, key_padding_mask):
+    """(B, N) fp32 additive key bias, 0 or -inf; a 1-element dummy when there is no padding."""
+    if key_padding_mask is None:
+        return torch.zeros(1, 1, dtype=torch.float32, device=q.device), False
+    kpm = key_padding_mask.to(device=q.device, dtype=torch.bool)
+    return torch.zeros(kpm.shape, dtype=torch.float32, device=q.device).masked_fill(kpm, float("-inf")), True
+
+
+def _lastdim_contig(t):
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dilation, scale):
+    B, H, N, D = q.shape
+    global_qkv = None if qg_in is None else (qg_in, kG_in, vG_in)
+    q, k, v = _lastdim_contig(q), _lastdim_contig(k), _lastdim_contig(v)
+    out = torch.empty(B, H, N, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
+    if N == 0:
+        return out, lse
+    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
+    kb, has_bias = _key_bias(q, key_padding_mask)
+    qk_scale = scale * LOG2E
+    prec = _dot_precision(q.dtype)
+    dummy = kb
+    n_r_max = -(-N // dilation)
+    bm, bn, _, _, warps = _blocks(D)
+    args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            kb.stride(0) if has_bias else 0,
+            kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
+            gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
+            H, N, window, qk_scale)
+    meta = dict(DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec)
+    if _INTERPRET:
+        grid = (triton.cdiv(n_r_max, bm), B * H * dilation)
+        _fwd_band[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+    else:
+        grid = lambda m: (triton.cdiv(n_r_max, m["BLOCK_M"]), B * H * dilation)  # noqa: E731
+        _fwd_band[grid](*args, **meta)
+
+    if g_pad:
+        kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
+        chunk = _chunk(N, bn)
+        n_chunks = triton.cdiv(N, chunk)
+        po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
+        pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=q.device)
+        _fwd_global_rows_kernel[(n_chunks, B * H)](
+            qg, kG, vG, kb, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
+            kG.stride(0), kG.stride(1), kG.stride(2), vG.stride(0), vG.stride(1), vG.stride(2),
+            kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+            H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
+            num_warps=4)
+        _fwd_global_merge_kernel[(B * H,)](
+            po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+            gpos.stride(0), out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+            H, HEAD_DIM=D, G_PAD=g_pad, num_warps=4)
+    return out, lse
+
+
+def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dilation, scale):
+    B, H, N, D = q.shape
+    global_qkv = None if qg_in is None else (qg_in, kG_in, vG_in)
+    q, k, v, do = _lastdim_contig(q), _lastdim_contig(k), _lastdim_contig(v), _lastdim_contig(do)
+    out = out.contiguous()
+    dq = torch.empty(B, H, N, D, dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    G = 0 if global_idx is None else global_idx.shape[1]
+    dqg = q.new_zeros(B, H, G, D) if global_qkv is not None else q.new_zeros(0)
+    dkG = torch.zeros_like(dq) if global_qkv is not None else q.new_zeros(0)
+    dvG = torch.zeros_like(dq) if global_qkv is not None else q.new_zeros(0)
+    if N == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_(), dqg, dkG, dvG
+    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
+    kb, has_bias = _key_bias(q, key_padding_mask)
+    qk_scale = scale * LOG2E
+    prec = _dot_precision(q.dtype)
+    bm, bn, bm2, bn2, warps = _blocks(D)
+
+    delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
+    _bwd_preprocess_kernel[(triton.cdiv(N, 128), B * H)](
+        out, do, delta, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        H, N, HEAD_DIM=D, BLOCK_M=128, num_warps=4)
+    # log2-unit LSE for the band and the tile: +inf where a row must contribute nothing there
+    # (rows that saw no key, and global rows, whose gradient flows only through the global pass).
+    lse2 = torch.where(torch.isneginf(lse), torch.inf, lse * LOG2E).contiguous()
+    if g_pad:
+        rows = torch.where(gpos >= 0, gpos.long(), N)  # (B, G_PAD); N: a discarded column
+        lse2 = torch.cat([lse2, lse2.new_zeros(B, H, 1)], dim=2)
+        lse2.scatter_(2, rows[:, None, :].expand(B, H, g_pad), torch.inf)
+        lse2 = lse2[:, :, :N].contiguous()
+
+    n_r_max = -(-N // dilation)
+    _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, bn2), B * H * dilation)](
+        q, k, v, do, kb, lse2, delta, dk, dv,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        kb.stride(0) if has_bias else 0, H, N, window, qk_scale, scale,
+        DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2, BLOCK_N=bn2, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=warps)
+    dummy = kb
+    _bwd_dq_band_kernel[(triton.cdiv(n_r_max, bm2 if not _INTERPRET else bm), B * H * dilation)](
+        q, k, v, do, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        kb.stride(0) if has_bias else 0,
+        kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
+        gpos.stride(0) if g_pad else 0,
+        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2 if not _INTERPRET else bm,
+        BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=warps)
+
+    if g_pad:
+        chunk = _chunk(N, max(bm2, bn))
+        n_chunks = triton.cdiv(N, chunk)
+        # (1) the compact tile: dK_g, dV_g from every local row, per chunk, then summed in order
+        pdk = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
+        pdv = torch.empty_like(pdk)
+        _bwd_global_tile_kernel[(n_chunks, B * H)](
+            q, do, kg, vg, gpos, lse2, delta, pdk, pdv,
+            q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            kg.stride(0), kg.stride(1), kg.stride(2), gpos.stride(0),
+            H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2, G_PAD=g_pad, DOT_PREC=prec,
+            num_warps=4)
+        _reduce_rows(pdk, dk, gpos, n_chunks, scale, B, H, N, D, g_pad)
+        _reduce_rows(pdv, dv, gpos, n_chunks, 1.0, B, H, N, D, g_pad)
+        # (2) the global rows: dK/dV over the whole sequence and dQ_g, per chunk of keys
+        lse_g = torch.gather(lse, 2, gpos.clamp(min=0).long()[:, None, :].expand(B, H, g_pad))
+        lse_g2 = torch.where((gpos[:, None, :] >= 0) & ~torch.isneginf(lse_g), lse_g * LOG2E, torch.inf).contiguous()
+        gidx = gpos.clamp(min=0).long()[:, None, :, None].expand(B, H, g_pad, D)
+        dog = torch.gather(do, 2, gidx).contiguous()  # (B, H, G_PAD, D)
+        delta_g = torch.gather(delta, 2, gpos.clamp(min=0).long()[:, None, :].expand(B, H, g_pad)).contiguous()
+        kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
+        accum = global_qkv is None
+        dK_dst, dV_dst = (dk, dv) if accum else (dkG, dvG)
+        pdq = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
+        _bwd_global_rows_kernel[(n_chunks, B * H)](
+            qg, kG, vG, dog, kb, lse_g2, delta_g, dK_dst, dV_dst, pdq,
+            qg.stride(0), qg.stride(1), qg.stride(2), kG.stride(0), kG.stride(1), kG.stride(2),
+            vG.stride(0), vG.stride(1), vG.stride(2), kb.stride(0) if has_bias else 0,
+            H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias,
+            ACCUM=accum, DOT_PREC=prec, num_warps=4)
+        if accum:
+            _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)
+        else:
+            _reduce_partials_kernel[(B * H,)](pdq, dqg, gpos, n_chunks, gpos.stride(0), scale, H, G, N,
+                                              HEAD_DIM=D, G_PAD=g_pad, TO_ROWS=False, num_warps=4)
+    return dq, dk, dv, dqg, dkG, dvG
+
+
+def _reduce_rows(part, dst, gpos, n_chunks, scale, B, H, N, D, g_pad):
+    """dst[b, h, gpos[b, s]] += scale * sum_c part[b, h, c, s]  (dst contiguous (B, H, N, D))."""
+    _reduce_partials_kernel[(B * H,)](part, dst, gpos, n_chunks, gpos.stride(0), scale, H, 0, N,
+                                      HEAD_DIM=D, G_PAD=g_pad, TO_ROWS=True, num_warps=4)
+
+
+@torch.library.custom_op("longdoc::local_global_attention_fwd", mutates_args=())
+def _lga_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, global_idx: torch.Tensor | None,
+                key_padding_mask: torch.Tensor | None, q_g: torch.Tensor | None, k_g: torch.Tensor | None,
+                v_g: torch.Tensor | None, window: int, dilation: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fwd(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale)
+
+
+@_lga_fwd_op.register_fake
+def _(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale):
+    B, H, N, D = q.shape
+    return q.new_empty(B, H, N, D), q.new_empty(B, H, N, dtype=torch.float32)
+
+
+@torch.library.custom_op("longdoc::local_global_attention_bwd", mutates_args=())
+def _lga_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                lse: torch.Tensor, global_idx: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
+                q_g: torch.Tensor | None, k_g: torch.Tensor | None, v_g: torch.Tensor | None,
+                window: int, dilation: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale)
+
+
+@_lga_bwd_op.register_fake
+def _(do, q, k, v, out, lse, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale):
+    B, H, N, D = q.shape
+    if q_g is None:
+        e = q.new_empty(0)
+        return q.new_empty(B, H, N, D), q.new_empty(B, H, N, D), q.new_empty(B, H, N, D), e, e, e
+    return (q.new_empty(B, H, N, D), q.new_empty(B, H, N, D), q.new_empty(B, H, N, D),
+            q_g.new_empty(q_g.shape), q.new_empty(B, H, N, D), q.new_empty(B, H, N, D))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, global_idx, key_padding_mask, q_g, k_g, v_g)
+    ctx.cfg = (window, dilation, scale)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, global_idx, key_padding_mask, q_g, k_g, v_g = ctx.saved_tensors
+    window, dilation, scale = ctx.cfg
+    # The LSE output is a statistic: its gradient is not propagated (as in FlashAttention).
+    dq, dk, dv, dqg, dkG, dvG = _lga_bwd_op(dout.contiguous(), q, k, v, out, lse, global_idx, key_padding_mask,
+                                            q_g, k_g, v_g, window, dilation, scale)
+    if q_g is None:
+        dqg = dkG = dvG = None
+    return dq, dk, dv, None, None, dqg, dkG, dvG, None, None, None
+
+
+torch.library.register_autograd("longdoc::local_global_attention_fwd", _backward, setup_context=_setup_context)
+
+
+class LocalGlobalAttention(torch.autograd.Function):
+    """Autograd wrapper over the custom ops (for callers who prefer ``.apply``; the custom op already
+    carries its own autograd formula, which is what ``torch.compile`` traces)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale):
+        out, lse = _lga_fwd_op(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale)
+        ctx.save_for_backward(q, k, v, out, lse, global_idx, key_padding_mask, q_g, k_g, v_g)
+        ctx.cfg = (window, dilation, scale)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        return _backward(ctx, dout, dlse)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Public entry point
+# ---------------------------------------------------------------------------------------------
+def local_global_attention_triton(q, k, v, *, window, dilation=1, global_idx=None, key_padding_mask=None,
+                                  global_qkv=None, scale=None, return_lse=False):
+    """Sliding-window + global attention on Triton kernels (CUDA tensors, or any tensors under
+    ``TRITON_INTERPRET=1``). Same arguments, semantics and return values as
+    ``local_global_attention_reference``; fp16 / bf16 / fp32 inputs, head dim 16 to 128 (a power of 2).
+    """
+    if q.dim() != 4 or q.shape != k.shape or k.shape != v.shape:
+        raise ValueError(f"q, k, v must all be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if window < 0 or dilation < 1:
+        raise ValueError(f"window must be >= 0 and dilation >= 1, got {window}, {dilation}")
+    B, H, N, D = q.shape
+    if D not in (16, 32, 64, 128):
+        raise ValueError(f"head dim must be 16, 32, 64 or 128, got {D}")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must share one of fp16 / bf16 / fp32, got {q.dtype}, {k.dtype}, {v.dtype}")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if global_idx is not None:
+        global_idx = global_idx.to(device=q.device, dtype=torch.long)
+        if global_idx.shape[1] == 0:
+            global_idx = None
+        elif global_idx.shape[0] != B:
+            raise ValueError(f"global_idx must be (B, G) with B = {B}, got {tuple(global_idx.shape)}")
+    if global_idx is None:
+        global_qkv = None
+    q_g = k_g = v_g = None
+    if global_qkv is not None:
+        q_g, k_g, v_g = global_qkv
+        if q_g.shape != (B, H, global_idx.shape[1], D) or k_g.shape != q.shape or v_g.shape != q.shape:
+            raise ValueError("global_qkv must be (q_g (B, H, G, D), k_g (B, H, N, D), v_g (B, H, N, D))")
+        q_g, k_g, v_g = (t.to(q.dtype) for t in (q_g, k_g, v_g))
+    if key_padding_mask is not None:
+        key_padding_mask = key_padding_mask.to(device=q.device, dtype=torch.bool)
+    out, lse = LocalGlobalAttention.apply(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g,
+                                          int(window), int(dilation), scale)
+    return (out, lse) if return_lse else out
