@@ -16,6 +16,7 @@ from longdoc.errors import LongdocError
 # Verb modules (longdoc.cli.<name>), imported lazily so `longdoc --help` does not load torch.
 _VERBS = {
     "ask": "ask",
+    "index": "index",
     "tokens": "tokens",
 }
 
