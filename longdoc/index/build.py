@@ -1,0 +1,341 @@
+"""Bringing an index up to date with its tree: walk, diff by content hash, encode what changed.
+
+One run:
+1. take the writer lock (wait for, or refuse beside, another indexer of the same root);
+2. list the files (the walk, or ``--files-from``) and diff them against the ``files`` table: a file
+   whose size and mtime match a row verified more than ``_RACY_S`` after that mtime is unchanged
+   without being read; any other file is hashed (sha256 of its bytes) and compared;
+3. prune deleted files (one transaction), then for each new or changed file: load it, segment it,
+   encode its whole text once with the long-context encoder, pool one vector per segment, and swap
+   its rows in one transaction. The encoder is loaded only when something needs encoding, so a
+   no-change run never imports torch.
+
+A crash between files loses nothing; a crash inside a file's transaction leaves that file at its
+previous state, and the next run redoes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import LongdocError
+from . import locate
+from .store import IndexLock, SegmentRow, Store, db_errors
+from .walk import Entry, WalkOptions, WalkResult, read_file_list, walk
+
+# An mtime this close to the moment a row was verified may hide a later write within the file
+# system's timestamp granularity (1-2 s on some), so such files are re-hashed (git's "racy" rule).
+_RACY_S = 2.0
+
+
+@dataclass
+class Progress:
+    """Where an indexing run stands; handed to the ``progress`` callback after every file."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    tokens: int
+    elapsed: float
+    path: str | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if self.bytes_done == 0 or self.elapsed <= 0:
+            return None
+        return (self.bytes_total - self.bytes_done) * self.elapsed / self.bytes_done
+
+
+@dataclass
+class Report:
+    """What a run did. ``failed`` files are recorded in the index (not retried until they change)."""
+
+    root: str
+    db: str
+    files: int = 0  # files in the index after the run
+    encoded: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    rebuilt: bool = False
+
+    @property
+    def up_to_date(self) -> bool:
+        """Nothing was encoded or pruned: the index already matched the tree."""
+        return not self.encoded and not self.deleted and not self.failed
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["up_to_date"] = self.up_to_date
+        return d
+
+
+def sha256_file(path: Path) -> tuple[str, bytes]:
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def _encoder_identity(encoder) -> dict:
+    tok = getattr(encoder, "tokenizer", None)
+    tok_id = None
+    if tok is not None and hasattr(tok, "to_str"):
+        tok_id = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+    cfg = getattr(encoder, "cfg", None)
+    windows = getattr(cfg, "windows", None)
+    return {
+        "fingerprint": str(encoder.fingerprint),
+        "model": getattr(encoder, "name", None),
+        "tokenizer": tok_id,
+        "window": int(windows[0]) if windows else getattr(encoder, "window", None),
+        "dim": int(encoder.dim),
+    }
+
+
+def model_mismatch(root: str, manifest: dict, encoder) -> str | None:
+    """The rebuild message when ``encoder`` did not make the index's vectors, else None."""
+    fp = manifest.get("model_fingerprint")
+    if fp is None or fp == str(encoder.fingerprint):
+        return None
+    now = _encoder_identity(encoder)
+    return (f"the index of {root} was built with model {manifest.get('model')} (fingerprint {fp}, window "
+            f"{manifest.get('window')}) but this run uses {now['model']} (fingerprint {now['fingerprint']}, "
+            f"window {now['window']}); vectors of two models are never mixed: run `longdoc index {root} "
+            "--rebuild` (or pass the index's model with --model)")
+
+
+class LazyEncoder:
+    """The encoder, loaded on first use (a no-change run must not pay for torch and the weights)."""
+
+    def __init__(self, encoder=None, model: str | None = None, window: int | None = None,
+                 factory: Callable[[], object] | None = None):
+        self._encoder, self.model, self.window, self._factory = encoder, model, window, factory
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def get(self):
+        if self._encoder is None:
+            if self._factory is not None:
+                self._encoder = self._factory()
+            else:
+                from longdoc.model import load_encoder
+
+                self._encoder = load_encoder(self.model, window=self.window)
+        return self._encoder
+
+
+def list_files(root: Path, opts: WalkOptions, files_from: str | None) -> WalkResult:
+    return read_file_list(files_from, root, opts) if files_from is not None else walk(root, opts)
+
+
+def _diff(store: Store, entries: list[Entry]):
+    """(to_encode [(entry, sha or None)], touched [(entry)], unchanged count, deleted [path]).
+
+    ``indexed_at`` of a row is the time just before its file was stat'ed and read, so a write after
+    that read carries a later mtime unless it fell within the timestamp granularity: hence _RACY_S.
+    """
+    rows = store.files()
+    to_encode, touched, unchanged = [], [], 0
+    for e in entries:
+        row = rows.get(e.rel)
+        if row is None:
+            to_encode.append((e, None))
+            continue
+        if (row.size == e.size and row.mtime_ns == e.mtime_ns
+                and e.mtime_ns / 1e9 < row.indexed_at - _RACY_S):
+            unchanged += 1
+            continue
+        try:
+            sha, _ = sha256_file(e.path)
+        except OSError:
+            to_encode.append((e, None))  # vanished or unreadable: the encode step records why
+            continue
+        if sha == row.sha256:
+            touched.append(e)
+        else:
+            to_encode.append((e, sha))
+    live = {e.rel for e in entries}
+    deleted = sorted(p for p in rows if p not in live)
+    return to_encode, touched, unchanged, deleted
+
+
+def _segments_for(doc, segs) -> list[SegmentRow]:
+    out = []
+    for s in segs:
+        if s.end <= s.start:
+            continue
+        out.append(SegmentRow(
+            char_start=s.start, char_end=s.end, line_start=doc.line_of(s.start),
+            line_end=doc.line_of(max(s.start, s.end - 1)), page=doc.page_of(s.start), kind=s.kind,
+            label=s.label, text=doc.text[s.start:s.end]))
+    return out
+
+
+def build(
+    root: str | Path,
+    *,
+    encoder=None,
+    model: str | None = None,
+    window: int | None = None,
+    encoder_factory: Callable[[], object] | None = None,
+    index_dir: str | Path | None = None,
+    walk_options: WalkOptions | None = None,
+    files_from: str | None = None,
+    rebuild: bool = False,
+    wait: bool = True,
+    on_wait: Callable[[int | None], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    password: str | None = None,
+) -> Report:
+    """Index ``root`` (create or update) and return what was done.
+
+    ``walk_options`` default to those stored by the previous run (so ``longdoc index PATH`` repeats
+    the same selection), else ``WalkOptions()``. ``wait=False`` raises ``LongdocError`` when another
+    process is indexing the same root. ``rebuild`` drops every stored vector first (needed after a
+    model change).
+    """
+    from longdoc import __version__
+    from longdoc.segment import segment
+    from longdoc.sources import load
+
+    t0 = time.monotonic()
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise LongdocError(f"{root}: not a directory")
+    db = locate.db_path(root, index_dir)
+    lazy = encoder if isinstance(encoder, LazyEncoder) else LazyEncoder(encoder, model, window, encoder_factory)
+    lock = IndexLock(db)
+    lock.acquire(wait=wait, on_wait=on_wait)
+    try:
+        with Store(db, root=str(root)) as store:
+            store.init_manifest(str(root), __version__)
+            manifest = store.manifest()
+            opts, files_from = _selection(manifest, walk_options, files_from)
+            t_walk = time.time()
+            listing = list_files(root, opts, files_from)
+            entries = [e for e in listing.files if not _inside(e.path, db.parent)]
+            report = Report(root=str(root), db=str(db), skipped=listing.skipped)
+            if rebuild:
+                store.clear()
+                report.rebuilt = True
+                manifest = store.manifest()
+            elif manifest.get("model_fingerprint") and lazy.loaded:
+                msg = model_mismatch(str(root), manifest, lazy.get())
+                if msg:
+                    raise LongdocError(msg)
+            store.set_selection(json.dumps(_opts_json(opts, files_from)))
+            to_encode, touched, report.unchanged, report.deleted = _diff(store, entries)
+            report.unchanged += len(touched)
+            if touched:
+                store.touch_files([(e.rel, e.size, e.mtime_ns) for e in touched], t_walk)
+            if report.deleted:
+                store.delete_files(report.deleted)
+            if to_encode:
+                _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment,
+                            password)
+            store.touch_manifest()
+            report.files = store.counts()["files"]
+    finally:
+        lock.release()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def _opts_json(opts: WalkOptions, files_from: str | None) -> dict:
+    d = asdict(opts)
+    d["include"], d["exclude"] = list(opts.include), list(opts.exclude)
+    if files_from is not None and files_from != "-":
+        d["files_from"] = str(Path(files_from).resolve())
+    return d
+
+
+def _selection(manifest: dict, opts: WalkOptions | None, files_from: str | None):
+    """The file selection for this run: as given, else as stored by the last run."""
+    if opts is not None or files_from is not None:
+        return opts or WalkOptions(), files_from
+    stored = manifest.get("selection")
+    if not stored:
+        return WalkOptions(), None
+    d = json.loads(stored)
+    ff = d.pop("files_from", None)
+    d["include"], d["exclude"] = tuple(d.get("include", ())), tuple(d.get("exclude", ()))
+    known = set(WalkOptions.__dataclass_fields__)
+    return WalkOptions(**{k: v for k, v in d.items() if k in known}), (ff if ff and Path(ff).exists() else None)
+
+
+def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password):
+    total_bytes = sum(e.size for e, _ in to_encode)
+    done_bytes = 0
+    if progress:
+        progress(Progress(0, len(to_encode), 0, total_bytes, 0, time.monotonic() - t0))
+    encoder = lazy.get()
+    ident = _encoder_identity(encoder)
+    if manifest.get("model_fingerprint") is None:
+        store.set_model(ident["fingerprint"], ident["model"], ident["tokenizer"], ident["window"], ident["dim"])
+    elif manifest["model_fingerprint"] != ident["fingerprint"]:
+        raise LongdocError(model_mismatch(report.root, manifest, encoder))
+    t_enc = time.monotonic()
+    for i, (e, _) in enumerate(to_encode):
+        n_tokens = _encode_one(store, e, encoder, report, load, segment, password)
+        report.tokens += n_tokens
+        done_bytes += e.size
+        if progress:
+            progress(Progress(i + 1, len(to_encode), done_bytes, total_bytes, report.tokens,
+                              time.monotonic() - t_enc, e.rel))
+
+
+def _encode_one(store: Store, e: Entry, encoder, report: Report, load, segment, password) -> int:
+    """Encode one file and swap in its rows; returns its token count. Load failures are recorded."""
+    t_read = time.time()
+    try:
+        st = e.path.stat()  # before reading: a write after this moment changes the mtime we store
+        sha, data = sha256_file(e.path)
+    except FileNotFoundError:
+        store.delete_files([e.rel])  # deleted since the walk
+        return 0
+    except OSError as err:
+        report.failed.append((e.rel, err.strerror or str(err)))
+        return 0
+    del data
+    try:
+        doc = load(str(e.path), password=password)
+    except LongdocError as err:
+        msg = str(err).replace(str(e.path), e.rel)
+        store.replace_file(e.rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=None,
+                           language=None, n_tokens=0, n_pages=None, error=msg, segments=(), vectors=None,
+                           indexed_at=t_read)
+        report.failed.append((e.rel, msg))
+        return 0
+    rows = _segments_for(doc, segment(doc))
+    n_tokens, vectors = 0, None
+    if rows:
+        tokens = encoder.tokenize(doc.text)
+        n_tokens = len(tokens)
+        vectors = encoder.embed_spans(doc.text, [(r.char_start, r.char_end) for r in rows], tokens=tokens)
+        vectors = vectors.float().numpy() if hasattr(vectors, "numpy") else vectors
+    store.replace_file(e.rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=doc.kind,
+                       language=doc.language, n_tokens=n_tokens, n_pages=doc.n_pages, error=None,
+                       segments=rows, vectors=vectors, indexed_at=t_read)
+    report.encoded.append(e.rel)
+    return n_tokens

@@ -1,0 +1,191 @@
+"""Questions over an indexed tree: dense cosine over the stored vectors, BM25 over the stored text
+(SQLite FTS5, porter-stemmed), fused by reciprocal rank exactly as ``ask`` fuses them on one file.
+
+The reported score is the dense cosine (as for ``ask``), so ``--threshold`` means the same thing on
+a file and on a tree. Paths in results are relative to the indexed root; a stored path that would
+leave the root (absolute, or with ``..``) is never returned.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import LongdocError
+from ..results import Answer, Hit
+from . import locate
+from .build import LazyEncoder, build, model_mismatch
+from .store import Store
+
+# Candidates taken from the lexical side per question; beyond this depth a passage's reciprocal
+# rank (1/(60+r)) is under a fifth of the best one's and cannot lift it into a top 10.
+LEXICAL_DEPTH = 300
+_STOPWORDS = frozenset("""a an and are as at be by for from has have if in into is it its of on or
+that the their then there these this to was were will with which what when where who how do does
+return returns""".split())
+
+
+def fts_query(question: str) -> str | None:
+    """An FTS5 query matching any content word of the question (each quoted: no FTS5 syntax leaks)."""
+    words, seen = [], set()
+    for w in re.findall(r"\w+", question.lower()):
+        if len(w) < 2 or w in _STOPWORDS or w in seen:
+            continue
+        seen.add(w)
+        words.append(f'"{w}"')
+    return " OR ".join(words) if words else None
+
+
+def _safe_rel(path: str) -> bool:
+    p = PurePosixPath(path)
+    return not p.is_absolute() and ".." not in p.parts and "\\" not in path
+
+
+def _file_filter(store: Store, lang: Sequence[str] | None, glob: Sequence[str] | None) -> list[int] | None:
+    """File ids allowed by ``--lang`` (language or kind) and ``--glob`` (gitignore syntax), or None."""
+    if not lang and not glob:
+        return None
+    import pathspec
+
+    spec = pathspec.GitIgnoreSpec.from_lines(glob) if glob else None
+    langs = {x.lower() for x in lang} if lang else None
+    ids = []
+    for fid, path, language, kind in store.conn.execute("SELECT id, path, language, kind FROM files"):
+        if langs is not None and (language or "").lower() not in langs and (kind or "").lower() not in langs:
+            continue
+        if spec is not None and not spec.match_file(path):
+            continue
+        ids.append(fid)
+    return ids
+
+
+def _stderr(msg: str) -> None:
+    print(f"longdoc: {msg}", file=sys.stderr, flush=True)
+
+
+def search(
+    root: str | Path,
+    questions: Sequence[str],
+    *,
+    k: int = 5,
+    threshold: float | None = None,
+    model: str | None = None,
+    window: int | None = None,
+    lang: Sequence[str] | None = None,
+    glob: Sequence[str] | None = None,
+    index_dir: str | Path | None = None,
+    encoder=None,
+    update: bool = True,
+    notify: Callable[[str], None] | None = _stderr,
+) -> list[Answer]:
+    """The ``k`` best passages of the indexed tree ``root`` for each question.
+
+    With ``update`` (the default) the index is brought up to date first: created when missing (with
+    a message, since the first run encodes everything), else refreshed for changed and deleted files
+    (a stat per file; nothing is encoded when nothing changed). If another process is indexing the
+    root, the refresh is skipped and the last committed state is searched.
+    ``encoder`` (tests, evaluation) replaces the model named by ``model``.
+    """
+    from longdoc.tasks import retrieve
+    from longdoc.tasks.ask import DEFAULT_THRESHOLD, DENSE_WEIGHT, LEXICAL_WEIGHT
+
+    questions = [q.strip() for q in questions]
+    if not questions or any(not q for q in questions):
+        raise LongdocError("empty question")
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise LongdocError(f"{root}: not a directory")
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    db = locate.db_path(root, index_dir)
+
+    engine = None
+    if encoder is None:
+        from longdoc.tasks.ask import Engine
+
+        engine = Engine(model=model, window=window)
+        lazy = LazyEncoder(factory=lambda: engine.encoder)
+    else:
+        lazy = LazyEncoder(encoder)
+
+    if not db.exists():
+        if not update:
+            raise LongdocError(f"{root} is not indexed: run `longdoc index {root}`")
+        if notify:
+            notify(f"{root} is not indexed yet: indexing it first (later questions reuse the index)")
+        build(root, encoder=lazy, index_dir=index_dir)
+    elif update:
+        try:
+            rep = build(root, encoder=lazy, index_dir=index_dir, wait=False)
+            if notify and not rep.up_to_date:
+                notify(f"index updated: {len(rep.encoded)} re-encoded, {len(rep.deleted)} removed")
+        except LongdocError as e:
+            if "another `longdoc index`" not in str(e):
+                raise
+            if notify:
+                notify("another process is updating the index; searching its last committed state")
+
+    with Store(db, readonly=True, root=str(root)) as store:
+        manifest = store.manifest() or {}
+        if engine is not None and manifest.get("model_key") == engine.identity:
+            pass  # the same model folder and settings made these vectors: no need to load it
+        elif manifest.get("model_fingerprint"):
+            msg = model_mismatch(str(root), manifest, lazy.get())
+            if msg:
+                raise LongdocError(msg)
+            if engine is not None:
+                _remember_model_key(db, root, engine.identity)
+        qvecs = (engine.question_vectors(questions) if engine is not None
+                 else _as_numpy(lazy.get().embed_texts(questions)))
+        return _rank(store, questions, qvecs, k, threshold, lang, glob,
+                     retrieve, DENSE_WEIGHT, LEXICAL_WEIGHT)
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.float().numpy() if hasattr(x, "numpy") else np.asarray(x, dtype=np.float32)
+
+
+def _remember_model_key(db: Path, root: Path, key: str) -> None:
+    """Record the cheap model key so the next question skips loading the model; best effort (a
+    read-only index still answers, it only loads the model each time)."""
+    try:
+        with Store(db, root=str(root)) as w:
+            w.set_model_key(key)
+    except LongdocError:
+        pass
+
+
+def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve, w_dense, w_lex) -> list[Answer]:
+    file_ids = _file_filter(store, lang, glob)
+    ids, vecs = store.vectors(file_ids)
+    if len(ids) == 0:
+        return [Answer(q, []) for q in questions]
+    dense = retrieve.dense_scores(vecs, qvecs)  # (Q, S)
+    lexical = np.zeros_like(dense)
+    col = {int(i): j for j, i in enumerate(ids)}
+    for qi, q in enumerate(questions):
+        fq = fts_query(q)
+        if fq is None:
+            continue
+        for sid, score in store.lexical(fq, LEXICAL_DEPTH):
+            j = col.get(sid)
+            if j is not None:
+                lexical[qi, j] = score
+    fused = retrieve.rank_fusion(dense, lexical, weights=[w_dense, w_lex])
+    tops = retrieve.top_k(fused, k)
+    rows = store.segments(sorted({int(ids[j]) for t in tops for j in t}))
+    answers = []
+    for qi, q in enumerate(questions):
+        hits = []
+        for j in tops[qi]:
+            score = float(dense[qi, j])
+            seg = rows.get(int(ids[j]))
+            if score < threshold or seg is None or not _safe_rel(seg.path):
+                continue
+            hits.append(Hit(path=seg.path, char_start=seg.char_start, char_end=seg.char_end, page=seg.page,
+                            line_start=seg.line_start, line_end=seg.line_end, score=round(score, 4),
+                            text=seg.text, label=seg.label))
+        answers.append(Answer(q, hits))
+    return answers
