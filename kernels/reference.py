@@ -210,6 +210,8 @@ def local_global_attention_dense(q, k, v, *, window, dilation=1, global_idx=None
     p = torch.exp(scores - lse.nan_to_num(neginf=0.0)[..., None])
     out = p @ v
     if global_idx is not None:
+        # fresh tensors for the row writes below: p and lse are saved for backward and must not change
+        out, lse = out.clone(), lse.clone()
         for b in range(B):
             for slot, g in enumerate(global_idx[b].tolist()):
                 if g < 0 or not key_valid[b, g]:

@@ -1,0 +1,138 @@
+"""The blocked reference against the dense float64 oracle (forward, LSE, gradients), on the CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import math
+import os
+
+from longdoc.kernels import local_global_attention, local_global_attention_dense, local_global_attention_reference
+
+
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64; NaN anywhere (or a mismatched -inf pattern) gives inf."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    if torch.isnan(a).any() or torch.isnan(b).any():
+        return math.inf
+    if not torch.equal(torch.isinf(a), torch.isinf(b)) or not torch.equal(a[torch.isinf(a)], b[torch.isinf(b)]):
+        return math.inf
+    fin = torch.isfinite(b)
+    a, b = a[fin], b[fin]
+    den = b.norm().item()
+    num = (a - b).norm().item()
+    return num / den if den > 0 else num
+
+
+def fresh_generator() -> tuple[torch.Generator, int]:
+    """A generator with a fresh seed per call (reported on failure so a failure can be replayed)."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    return torch.Generator().manual_seed(seed), seed
+
+
+def _pad(B, N, spec):
+    if spec is None:
+        return None
+    m = torch.zeros(B, N, dtype=torch.bool)
+    for b, (lo, hi) in enumerate(spec):
+        m[b, lo:hi] = True
+    return m
+
+
+# name: (B, H, N, D, window, dilation, global_idx rows or None, padding (lo, hi) per batch or None, global_qkv)
+CASES = {
+    "plain": (1, 2, 100, 16, 24, 1, None, None, False),
+    "n_lt_w": (1, 1, 9, 16, 24, 1, None, None, False),
+    "n_not_block_multiple": (2, 1, 77, 16, 20, 1, None, None, False),
+    "dilation2": (1, 1, 150, 16, 24, 2, None, None, False),
+    "dilation4_globals": (1, 2, 130, 16, 8, 4, [[0, 33, 129]], None, False),
+    "globals_edges": (1, 1, 128, 16, 20, 1, [[0, 15, 16, 64, 127]], None, False),
+    "globals_variable_count": (2, 1, 120, 16, 20, 1, [[0, 37, 119], [16, -1, -1]], None, False),
+    "no_global_slots_used": (1, 1, 64, 16, 10, 1, [[-1, -1]], None, False),
+    "padding_dilation3_globals": (2, 1, 120, 16, 20, 3, [[0, 37, 110], [16, -1, 2]], [(100, 120), (0, 5)], False),
+    "all_masked_rows": (2, 1, 70, 16, 6, 1, [[3, -1], [5, -1]], [(20, 40), (0, 70)], False),
+    "global_projections": (2, 1, 120, 16, 20, 1, [[0, 37, 110], [16, -1, 2]], [(100, 120), (0, 5)], True),
+    "head_dim32_dilation2": (1, 1, 90, 32, 12, 2, [[5, 60]], None, True),
+}
+
+
+def make_inputs(case, dtype, gen, requires_grad=True, device="cpu"):
+    B, H, N, D, w, dil, gidx, pad, gq = CASES[case]
+
+    def r(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+    q, k, v = r(B, H, N, D), r(B, H, N, D), r(B, H, N, D)
+    global_idx = None if gidx is None else torch.tensor(gidx, dtype=torch.long, device=device)
+    kpm = _pad(B, N, pad)
+    kpm = None if kpm is None else kpm.to(device)
+    gqkv = None
+    if gq:
+        G = len(gidx[0])
+        gqkv = (r(B, H, G, D), r(B, H, N, D), r(B, H, N, D))
+    kw = dict(window=w, dilation=dil, global_idx=global_idx, key_padding_mask=kpm, global_qkv=gqkv)
+    return (q, k, v), kw
+
+
+
+def _grads(out, inputs, dout):
+    return torch.autograd.grad(out, inputs, dout, allow_unused=True)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_reference_matches_dense_oracle(case):
+    gen, seed = fresh_generator()
+    (q, k, v), kw = make_inputs(case, torch.float64, gen)
+    inputs = [q, k, v] + (list(kw["global_qkv"]) if kw["global_qkv"] else [])
+    # a small block so that several blocks and partial last blocks are exercised
+    out, lse = local_global_attention_reference(q, k, v, **kw, return_lse=True, block=16)
+    ref_out, ref_lse = local_global_attention_dense(q, k, v, **kw)
+    dout = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    g = _grads(out, inputs, dout)
+    g_ref = _grads(ref_out, inputs, dout)
+    msg = f"case {case}, seed {seed}"
+    assert rel_err(out, ref_out) < 1e-12, msg
+    assert rel_err(lse, ref_lse) < 1e-12, msg
+    for name, a, b in zip(["dq", "dk", "dv", "dq_g", "dk_g", "dv_g"], g, g_ref):
+        assert rel_err(a, b) < 1e-10, f"{name}: {msg}"
+
+
+def test_all_masked_rows_are_zero_with_lse_minus_inf():
+    gen, _ = fresh_generator()
+    (q, k, v), kw = make_inputs("all_masked_rows", torch.float32, gen, requires_grad=False)
+    out, lse = local_global_attention_reference(q, k, v, **kw, return_lse=True)
+    assert not torch.isnan(out).any()
+    assert torch.all(out[1] == 0) and torch.all(torch.isneginf(lse[1]))  # batch 1 is all padding
+
+
+def test_fp32_reference_close_to_oracle():
+    gen, seed = fresh_generator()
+    (q, k, v), kw = make_inputs("padding_dilation3_globals", torch.float32, gen, requires_grad=False)
+    out, lse = local_global_attention_reference(q, k, v, **kw, return_lse=True)
+    ref_out, ref_lse = local_global_attention_dense(q, k, v, **kw)
+    assert rel_err(out, ref_out) < 1e-5, seed
+    assert rel_err(lse, ref_lse) < 1e-5, seed
+
+
+def test_dispatch_cpu_uses_reference():
+    gen, _ = fresh_generator()
+    (q, k, v), kw = make_inputs("globals_edges", torch.float32, gen, requires_grad=False)
+    a = local_global_attention(q, k, v, **kw)
+    b = local_global_attention_reference(q, k, v, **kw)
+    assert torch.equal(a, b)
+
+
+def test_band_is_exactly_radius_w():
+    """A single key moved just inside / outside the band changes / does not change the output."""
+    N, w = 40, 5
+    q = torch.zeros(1, 1, N, 16, dtype=torch.float64)
+    k = torch.randn(1, 1, N, 16, dtype=torch.float64)
+    v = torch.randn(1, 1, N, 16, dtype=torch.float64)
+    base = local_global_attention_reference(q, k, v, window=w)
+    for j, inside in ((20 + w, True), (20 + w + 1, False), (20 - w, True), (20 - w - 1, False)):
+        v2 = v.clone()
+        v2[0, 0, j] += 1.0
+        changed = not torch.allclose(local_global_attention_reference(q, k, v2, window=w)[0, 0, 20], base[0, 0, 20])
+        assert changed == inside, j
