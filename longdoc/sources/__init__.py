@@ -119,10 +119,10 @@ def load(path: str | os.PathLike, *, password: str | None = None,
         if not data:
             raise LongdocError(f"{path}: empty file, not a PDF")
         raise LongdocError(f"{path}: not a PDF (no %PDF- header); the file may be truncated or mislabelled")
-    text, encoding = decode_text(data, path)
+    text, encoding, warnings = decode_text(data, path)
     if ext in MARKDOWN_EXTENSIONS:
-        return Document(path, text, "markdown", encoding=encoding)
+        return Document(path, text, "markdown", encoding=encoding, warnings=warnings)
     lang = language_for(path, text)
     if lang is not None:
-        return Document(path, text, "code", language=lang, encoding=encoding)
-    return Document(path, text, "text", encoding=encoding)
+        return Document(path, text, "code", language=lang, encoding=encoding, warnings=warnings)
+    return Document(path, text, "text", encoding=encoding, warnings=warnings)

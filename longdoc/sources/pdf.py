@@ -22,8 +22,8 @@ from ..errors import LongdocError
 PAGE_SEPARATOR = "\n\f\n"
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """BaseException, like KeyboardInterrupt, so pypdf's own ``except Exception`` cannot swallow it."""
 
 
 @contextlib.contextmanager
@@ -132,10 +132,11 @@ def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | N
         raise LongdocError(f"{name}: no text layer (scanned?); OCR is not done")
     warnings = []
     if failed:
-        warnings.append(f"text of page(s) {_ranges(failed)} could not be extracted")
+        warnings.append(f"the text of {_pages(failed)} could not be extracted")
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip() and i + 1 not in failed]
     if empty:
-        warnings.append(f"page(s) {_ranges(empty)} have no text layer (scanned?); OCR is not done")
+        have = "has" if len(empty) == 1 else "have"
+        warnings.append(f"{_pages(empty)} {have} no text layer (scanned?); OCR is not done")
     page_starts = []
     pos = 0
     for t in texts:
@@ -161,6 +162,10 @@ def _decrypt(reader, name: str, password: str | None) -> None:
         raise LongdocError(f"{name}: cannot decrypt PDF: {_one_line(e)}") from None
     if not ok:
         raise LongdocError(f"{name}: wrong password for encrypted PDF (--password)")
+
+
+def _pages(pages: list[int]) -> str:
+    return ("page " if len(pages) == 1 else "pages ") + _ranges(pages)
 
 
 def _ranges(pages: list[int]) -> str:

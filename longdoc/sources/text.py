@@ -10,6 +10,7 @@ raise ``LongdocError``.
 from __future__ import annotations
 
 import codecs
+import re
 
 from ..errors import LongdocError
 
@@ -24,6 +25,9 @@ _BOMS = (  # longest first: the UTF-32-LE BOM starts with the UTF-16-LE one
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+
+
+_NON_ASCII_TEXT = re.compile("[^\x00-\x7f\ufffd]")
 
 
 def universal_newlines(text: str) -> str:
@@ -66,30 +70,44 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
         ) from None
 
 
-def decode_text(data: bytes, name: str) -> tuple[str, str]:
-    """Decode a text file's bytes; returns ``(text, encoding)``. ``name`` is used in error messages."""
+def decode_text(data: bytes, name: str) -> tuple[str, str, tuple[str, ...]]:
+    """Decode a text file's bytes; returns ``(text, encoding, warnings)``.
+
+    ``name`` is used in messages. A UTF-8 file with a few invalid bytes (at most 1 in 1,000, and
+    real multi-byte UTF-8 elsewhere, so it is not a legacy 8-bit encoding) is decoded with each bad
+    sequence replaced by U+FFFD and a warning (``open(path, encoding="utf-8")`` would refuse it).
+    """
     enc = _bom_encoding(data)
     if enc is not None:
-        return universal_newlines(_decode(data, enc, name)), enc
+        return universal_newlines(_decode(data, enc, name)), enc, ()
     head = data[:SNIFF_BYTES]
     if b"\x00" in head:
         enc = _bomless_utf16(head)
         if enc is None:
             raise LongdocError(f"{name}: binary file (NUL bytes), not text")
-        return universal_newlines(_decode(data, enc, name)), enc
+        return universal_newlines(_decode(data, enc, name)), enc, ()
     try:
-        return universal_newlines(data.decode("utf-8")), "utf-8"
+        return universal_newlines(data.decode("utf-8")), "utf-8", ()
     except UnicodeDecodeError as e:
         bad_at = e.start
     if b"\x00" in data:  # a NUL past the sniffed prefix: still binary
         raise LongdocError(f"{name}: binary file (NUL bytes), not text")
+    text = data.decode("utf-8", "replace")
+    n_bad = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    if n_bad <= max(1, len(data) // 1000) and _NON_ASCII_TEXT.search(text):
+        return (universal_newlines(text), "utf-8",
+                (f"{n_bad} invalid UTF-8 byte(s) (first at byte {bad_at}) shown as U+FFFD",))
     enc = _detect(data)
     if enc is None:
         raise LongdocError(
             f"{name}: not UTF-8 (invalid byte at offset {bad_at}) and the encoding could not be "
             "detected; re-encode it as UTF-8"
         )
-    return universal_newlines(_decode(data, enc, name)), enc
+    return universal_newlines(_decode(data, enc, name)), enc, ()
+
+
+# Windows-1252 (a superset of Latin-1's printable range) is by far the most common legacy encoding.
+_TIE_PREFERENCE = ("cp1252", "latin_1", "iso8859_15")
 
 
 def _detect(data: bytes) -> str | None:
@@ -97,10 +115,19 @@ def _detect(data: bytes) -> str | None:
 
     # charset-normalizer reads samples of the payload; giving it the whole buffer keeps its view
     # of a long file representative without us guessing a prefix length.
-    best = from_bytes(data).best()
+    matches = from_bytes(data)
+    best = matches.best()
     if best is None:
         return None
     enc = best.encoding
+    # Several 8-bit code pages often fit equally well (é, è, ü are at the same code points in
+    # cp1250 and cp1252, but è is not). On a tie, take the one most legacy files are actually in.
+    tied = {m.encoding for m in matches
+            if abs(m.chaos - best.chaos) <= 0.01 and m.coherence >= best.coherence - 0.02}
+    for preferred in _TIE_PREFERENCE:
+        if preferred in tied:
+            enc = preferred
+            break
     try:
         codecs.lookup(enc)
     except LookupError:
