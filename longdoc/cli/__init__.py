@@ -16,8 +16,10 @@ from longdoc.errors import LongdocError
 # Verb modules (longdoc.cli.<name>), imported lazily so `longdoc --help` does not load torch.
 _VERBS = {
     "ask": "ask",
+    "classify": "classify",
     "index": "index",
     "tokens": "tokens",
+    "xref": "xref",
 }
 
 
