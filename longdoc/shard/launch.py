@@ -1,0 +1,93 @@
+"""Run a function on N ranks: N local processes (``--devices N``), or the ranks torchrun started.
+
+``launch(fn, devices, *args)`` calls ``fn(*args)`` on every rank with ``torch.distributed``
+initialised (gloo on CPU, NCCL when every rank has a GPU) and returns rank 0's result; the other ranks'
+results are dropped. A rank that fails ends the whole run: the remaining ranks are terminated and a
+``LongdocError`` names the rank and carries its traceback.
+
+Across machines, start the same program under torchrun on every machine; ``launch`` then finds
+``RANK``/``WORLD_SIZE`` in the environment, initialises from it, runs ``fn`` on this rank and returns
+rank 0's result on rank 0 (None elsewhere). docs/sharding.md has the command.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from longdoc.errors import LongdocError
+
+ENV_TIMEOUT = "LONGDOC_SHARD_TIMEOUT"  # seconds a rank waits in a collective before giving up
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_backend() -> str:
+    return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+
+
+def _timeout() -> datetime.timedelta:
+    return datetime.timedelta(seconds=float(os.environ.get(ENV_TIMEOUT, 600)))
+
+
+def _worker(rank, fn, args, world, port, backend, result_path, threads):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if threads:
+        torch.set_num_threads(threads)  # N processes share this machine's cores
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=_timeout())
+    try:
+        result = fn(*args)
+        if rank == 0:
+            torch.save(result, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized()
+
+
+def launch(fn, devices: int, *args, backend: str | None = None):
+    """``fn(*args)`` on `devices` ranks; rank 0's return value (tensors, lists, dicts, numbers)."""
+    backend = backend or default_backend()
+    if under_torchrun():
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend, timeout=_timeout())
+        try:
+            result = fn(*args)
+            return result if dist.get_rank() == 0 else None
+        finally:
+            dist.destroy_process_group()
+    if devices < 1:
+        raise LongdocError(f"--devices must be at least 1, got {devices}")
+    if backend == "nccl" and devices > torch.cuda.device_count():
+        raise LongdocError(f"--devices {devices} asks for more GPUs than the {torch.cuda.device_count()} visible")
+    threads = max(1, (os.cpu_count() or 1) // devices) if backend == "gloo" else 0
+    with tempfile.TemporaryDirectory(prefix="longdoc-shard-") as tmp:
+        path = os.path.join(tmp, "rank0.pt")
+        ctx = mp.start_processes(_worker, args=(fn, args, devices, _free_port(), backend, path, threads),
+                                 nprocs=devices, join=False, start_method="spawn")
+        try:
+            while not ctx.join():
+                pass
+        except mp.ProcessRaisedException as e:
+            raise LongdocError(f"sharded run failed on rank {e.error_index} of {devices}:\n{e}") from None
+        except mp.ProcessExitedException as e:
+            raise LongdocError(f"sharded run failed: rank {e.error_index} of {devices} exited with "
+                               f"code {e.exit_code}") from None
+        return torch.load(path, weights_only=True)
+
+
+__all__ = ["launch", "default_backend", "under_torchrun"]
