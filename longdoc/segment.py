@@ -23,7 +23,9 @@ How the text is cut, by ``doc.kind``:
 Then blocks longer than ``max_chars`` are split at sentence ends (then ``;``, ``,``, then any space;
 for code at blank lines, then line ends) into near-equal pieces that keep the label, and blocks
 shorter than ``min_chars`` are merged with the next block (or, at the end of a section, the previous
-one) while the result stays within ``max_chars``. A heading always joins the block after it.
+one) while the result stays within ``max_chars``. A heading (or a run of them) joins the first block
+of text after it; the segment is labelled by that block's clause number when it has one, else by
+the heading.
 
 ``clauses(doc)`` gives the structural blocks before any length limit: one per numbered clause,
 heading, paragraph or code unit (what cross-references resolve to).
@@ -122,24 +124,22 @@ _FENCE = re.compile(r"^[ \t]{0,3}(```+|~~~+)[^\n]*\n.*?(?:^[ \t]{0,3}\1[ \t]*$|\
 
 
 def _is_heading_line(line: str) -> bool:
-    """Short, mostly upper-case, no sentence end: "RECITALS", "7. TERM AND TERMINATION"."""
+    """Short, upper case (every cased letter), no sentence end: "RECITALS", "7. TERM AND TERMINATION"."""
     s = line.strip()
-    if not 3 <= len(s) <= 100 or s.endswith((",", ";")):
+    if not 3 <= len(s) <= 100 or not s.isupper() or s.endswith((",", ";")):
         return False
-    letters = [c for c in s if c.isalpha()]
-    if len(letters) < 3:
-        return False
-    upper = sum(c.isupper() for c in letters)
-    return upper >= 0.8 * len(letters) and not (s.endswith(".") and len(s) > 60)
+    return sum(map(str.isalpha, s)) >= 3 and not (s.endswith(".") and len(s) > 60)
 
 
-def _line_starts_block(line: str, markdown: bool) -> bool:
+def _line_starts_block(line: str, markdown: bool, heading: bool) -> bool:
     s = line.lstrip(" \t")
     if not s:
         return False
+    if heading:
+        return True
     if markdown and (s.startswith("#") and _MD_HEADING.match(s) or _MD_LIST.match(s)):
         return True
-    return any(rx.match(s) for _, rx in _MARKERS) or _is_heading_line(s)
+    return any(rx.match(s) for _, rx in _MARKERS)
 
 
 def _blank(c: str) -> bool:
@@ -190,7 +190,8 @@ def _raw_spans(text: str, markdown: bool) -> list[tuple[int, int, bool]]:
                 setext = markdown and line_start > s and _SETEXT.match(line) is not None
                 is_head = (_is_heading_line(line) or setext
                            or (markdown and bool(_MD_HEADING.match(line.lstrip()))))
-                if line_start > s and not setext and (prev_heading or _line_starts_block(line, markdown)):
+                if line_start > s and not setext and (prev_heading
+                                                      or _line_starts_block(line, markdown, is_head)):
                     out.append((s, line_start, False))
                     s = line_start
                 prev_heading = is_head
@@ -313,8 +314,11 @@ def _merge(blocks: list[_Block], max_chars: int, min_chars: int, *, code: bool) 
             last = out[-1]
             if (b.end - last.start <= max_chars and not b.atomic and not last.atomic
                     and (last.heading or (size(last) < min_chars and not b.hard))):
-                out[-1] = _Block(last.start, b.end, _merged_kind(last, b), last.label or b.label,
-                                 hard=last.hard)
+                if last.heading:  # headings join their body, labelled by the most specific number
+                    out[-1] = _Block(last.start, b.end, _merged_kind(last, b), b.label or last.label,
+                                     hard=last.hard, heading=b.heading)
+                else:
+                    out[-1] = _Block(last.start, b.end, last.kind, last.label or b.label, hard=last.hard)
                 continue
         out.append(b)
     # A short block left at the end of a section (followed by a heading, a code unit, or the end)
@@ -330,10 +334,10 @@ def _merge(blocks: list[_Block], max_chars: int, min_chars: int, *, code: bool) 
     return final
 
 
-def _merged_kind(a: _Block, b: _Block) -> str:
-    if a.kind == "heading":
-        return b.kind if b.kind != "paragraph" else "section"
-    return a.kind
+def _merged_kind(heading: _Block, body: _Block) -> str:
+    if body.kind in ("clause", "code"):
+        return body.kind
+    return "section" if heading.kind in ("heading", "section") else heading.kind
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,10 +494,30 @@ def _code_blocks(text: str, language: str | None) -> list[_Block]:
         to_char = lambda b: bisect.bisect_left(byte_at, b)  # noqa: E731
     # Units nest (methods in classes). Paint each char with the innermost unit covering it, then
     # cut where the owner changes: a class keeps its header and the text between its methods.
-    spans = sorted(((to_char(s), to_char(e), k, q) for s, e, k, q in units), key=lambda u: (u[0], -u[1]))
+    spans = sorted((_snap(text, to_char(s), to_char(e)) + (k, q) for s, e, k, q in units),
+                   key=lambda u: (u[0], -u[1]))
+    # Snapping may make a span poke out of its parent ("}" + ";" after a method): clamp it back in,
+    # so the spans stay nested or disjoint.
+    stack: list[int] = []  # ends of the open ancestors
+    for i, (s, e, k, q) in enumerate(spans):
+        while stack and stack[-1] <= s:
+            stack.pop()
+        if stack and e > stack[-1]:
+            e = stack[-1]
+            spans[i] = (s, e, k, q)
+        stack.append(e)
     blocks: list[_Block] = []
     _emit(text, 0, len(text), spans, None, None, blocks)
     return blocks
+
+
+def _snap(text: str, s: int, e: int) -> tuple[int, int]:
+    """Widen a unit to whole whitespace-separated runs, so "};" or "}," is never cut in two."""
+    while s > 0 and not _blank(text[s - 1]):
+        s -= 1
+    while e < len(text) and not _blank(text[e]):
+        e += 1
+    return s, e
 
 
 def _emit(text, start, end, spans, kind, label, out):
