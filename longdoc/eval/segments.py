@@ -9,7 +9,9 @@ the positive (contract, category) pairs in labels.dev.jsonl:
 - ``half``: share with at least half of their characters in one segment (the retrieval hit rule);
 - ``prec``: for that best segment, the share of its characters that are gold (how much of a returned
   passage a reviewer must read besides the clause), averaged;
-- segment count and length statistics (chars), and the segmentation time.
+- segment count and length statistics (chars), and the segmentation time;
+
+and the same for fixed windows of ``max_chars`` cut at a space (the usual chunking baseline).
 
 No model is involved; this measures only where the cuts fall.
 """
@@ -23,7 +25,7 @@ import statistics
 import time
 
 from ..segment import segment
-from ..sources import load
+from ..sources import Segment, load
 
 DEFAULT_SETTINGS = "400/100,600/150,800/200,1000/250,1500/300"
 
@@ -48,14 +50,34 @@ def gold_spans(cuad: str) -> dict[str, list[tuple[int, int]]]:
     return spans
 
 
+def fixed_windows(doc, size: int) -> list[Segment]:
+    """The usual baseline: consecutive windows of at most ``size`` chars, cut at the last space."""
+    text, out, s = doc.text, [], 0
+    while s < len(text):
+        while s < len(text) and text[s].isspace():
+            s += 1
+        if s >= len(text):
+            break
+        e = min(len(text), s + size)
+        if e < len(text):
+            cut = max(text.rfind(" ", s, e + 1), text.rfind("\n", s, e + 1))
+            e = cut if cut > s else e
+        out.append(Segment(s, e, "window"))
+        s = e
+    return out
+
+
 def measure(cuad: str, max_chars: int, min_chars: int, gold: dict[str, list[tuple[int, int]]],
-            docs: dict[str, object]) -> dict[str, float]:
+            docs: dict[str, object], *, fixed: bool = False) -> dict[str, float]:
     inside = half = 0
     precs = []
     lengths = []
     n_gold = 0
     t0 = time.perf_counter()
-    all_segs = {name: segment(doc, max_chars=max_chars, min_chars=min_chars) for name, doc in docs.items()}
+    if fixed:
+        all_segs = {name: fixed_windows(doc, max_chars) for name, doc in docs.items()}
+    else:
+        all_segs = {name: segment(doc, max_chars=max_chars, min_chars=min_chars) for name, doc in docs.items()}
     seconds = time.perf_counter() - t0
     for name, segs in all_segs.items():
         lengths.extend(s.end - s.start for s in segs)
@@ -80,7 +102,7 @@ def measure(cuad: str, max_chars: int, min_chars: int, gold: dict[str, list[tupl
             precs.append(best / (best_seg.end - best_seg.start))
     lengths.sort()
     return {
-        "max": max_chars, "min": min_chars, "gold": n_gold,
+        "segmenter": "fixed" if fixed else "segment", "max": max_chars, "min": min_chars, "gold": n_gold,
         "inside": inside / n_gold, "half": half / n_gold, "prec": statistics.fmean(precs),
         "segments": len(lengths), "mean": statistics.fmean(lengths), "median": statistics.median(lengths),
         "p90": lengths[int(0.9 * (len(lengths) - 1))], "longest": lengths[-1], "seconds": seconds,
@@ -91,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cuad", default=default_cuad_dir(), help="the CUAD dev folder (labels.dev.jsonl, txt/)")
     ap.add_argument("--settings", default=DEFAULT_SETTINGS, help="comma-separated max/min char pairs")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the fixed-window rows")
     args = ap.parse_args(argv)
     gold = gold_spans(args.cuad)
     docs = {name: load(os.path.join(args.cuad, name)) for name in sorted(gold)}
@@ -100,13 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         if key not in docs:
             docs[key] = load(os.path.join(args.cuad, key))
     print(f"CUAD dev: {len(docs)} contracts, {sum(len(v) for v in gold.values())} gold spans")
-    cols = ["max", "min", "inside", "half", "prec", "segments", "mean", "median", "p90", "longest", "seconds"]
-    print(" ".join(f"{c:>8}" for c in cols))
-    for pair in args.settings.split(","):
-        mx, mn = (int(x) for x in pair.split("/"))
-        r = measure(args.cuad, mx, mn, gold, docs)
-        print(" ".join(f"{r[c]:>8.3f}" if isinstance(r[c], float) and c in ("inside", "half", "prec")
-                       else f"{r[c]:>8.1f}" if isinstance(r[c], float) else f"{r[c]:>8}" for c in cols))
+    cols = ["segmenter", "max", "min", "inside", "half", "prec", "segments", "mean", "median", "p90", "longest", "seconds"]
+    print(" ".join(f"{c:>9}" for c in cols))
+    runs = [(int(a), int(b), False) for a, b in (p.split("/") for p in args.settings.split(","))]
+    if not args.no_baseline:
+        runs += [(mx, 0, True) for mx in sorted({mx for mx, _, _ in runs})]
+    for mx, mn, fixed in runs:
+        r = measure(args.cuad, mx, mn, gold, docs, fixed=fixed)
+        print(" ".join(f"{r[c]:>9.3f}" if isinstance(r[c], float) and c in ("inside", "half", "prec")
+                       else f"{r[c]:>9.1f}" if isinstance(r[c], float) else f"{r[c]:>9}" for c in cols))
     return 0
 
 
