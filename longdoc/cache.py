@@ -12,6 +12,8 @@ Storage is one SQLite file (``<cache dir>/ask.sqlite``, WAL) you can open with `
 * ``passages(key, spans, vectors, dim)``: key = document text hash + model identity + segmenter
   version; ``spans`` is little-endian int64 ``(S, 2)``, ``vectors`` little-endian float32 ``(S, dim)``.
 * ``questions(model, question, vector)``: little-endian float32 ``(dim,)``.
+* ``lexical(passages, question, scores)``: BM25 of each passage, little-endian float32 ``(S,)``; so a
+  repeated question does not even import the BM25 library.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ CREATE TABLE IF NOT EXISTS passages (key TEXT PRIMARY KEY, spans BLOB NOT NULL, 
                                      dim INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS questions (model TEXT NOT NULL, question TEXT NOT NULL, vector BLOB NOT NULL,
                                       PRIMARY KEY (model, question));
+CREATE TABLE IF NOT EXISTS lexical (passages TEXT NOT NULL, question TEXT NOT NULL, scores BLOB NOT NULL,
+                                    PRIMARY KEY (passages, question));
 """
 _PACKAGE = Path(__file__).resolve().parent
 # Sources whose behaviour changes vectors: a change to any of them invalidates cached vectors.
@@ -130,6 +134,16 @@ class Cache:
     def put_question(self, model: str, question: str, vector: np.ndarray):
         v = np.ascontiguousarray(vector, dtype="<f4").tobytes()
         self._put("INSERT OR REPLACE INTO questions VALUES (?,?,?)", (model, question, v))
+
+
+    # Lexical scores -------------------------------------------------------------------------
+    def get_lexical(self, passages_key: str, question: str):
+        row = self._get("SELECT scores FROM lexical WHERE passages=? AND question=?", (passages_key, question))
+        return None if row is None else np.frombuffer(row[0], dtype="<f4")
+
+    def put_lexical(self, passages_key: str, question: str, scores: np.ndarray):
+        v = np.ascontiguousarray(scores, dtype="<f4").tobytes()
+        self._put("INSERT OR REPLACE INTO lexical VALUES (?,?,?)", (passages_key, question, v))
 
 
 def sha256_text(text: str) -> str:

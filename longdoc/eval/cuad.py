@@ -126,6 +126,8 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         scores: dict[str, tuple[list, np.ndarray]] = {}
         if "floor" in systems:
             scores["floor"] = (base, np.tile(-np.arange(len(base), dtype=np.float32), (len(queries), 1)))
+        if "bm25-plain" in systems:
+            scores["bm25-plain"] = (base, retrieve.lexical_scores(base_txt, queries, stem=False))
         if {"bm25", "rrf"} & set(systems):
             scores["bm25"] = (base, retrieve.lexical_scores(base_txt, queries))
         if {"minilm", "rrf"} & set(systems):
@@ -164,7 +166,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--limit", type=int, default=None, help="first N contracts only")
-    ap.add_argument("--systems", default="floor,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc")
+    ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     rows = evaluate(a.data, a.limit, a.systems.split(","))

@@ -37,6 +37,7 @@ class Passages:
     spans: list[tuple[int, int]]
     labels: list[str | None]
     vectors: np.ndarray  # (S, dim) float32, L2-normalised
+    key: str = ""  # cache key: text hash + model identity
 
     @property
     def texts(self) -> list[str]:
@@ -101,7 +102,18 @@ class Engine:
             vecs = self.encoder.embed_spans(doc.text, spans).float().numpy()
             if self._cache:
                 self._cache.put_passages(key, spans, vecs)
-        return Passages(doc, spans, [s.label for s in segs], vecs)
+        return Passages(doc, spans, [s.label for s in segs], vecs, key)
+
+    def lexical_scores(self, passages: Passages, questions: list[str]) -> np.ndarray:
+        """BM25 (Q, S), cached per (passages, question)."""
+        got = {q: self._cache.get_lexical(passages.key, q) for q in questions} if self._cache else {}
+        missing = [q for q in questions if got.get(q) is None or len(got[q]) != len(passages.spans)]
+        if missing:
+            for q, row in zip(missing, retrieve.lexical_scores(passages.texts, missing)):
+                got[q] = row
+                if self._cache:
+                    self._cache.put_lexical(passages.key, q, row)
+        return np.stack([got[q] for q in questions])
 
     def question_vectors(self, questions: list[str]) -> np.ndarray:
         got = {q: self._cache.get_question(self.identity, q) for q in questions} if self._cache else {}
@@ -115,10 +127,8 @@ class Engine:
         return np.stack([got[q] for q in questions])
 
 
-def score_passages(passages: Passages, questions: list[str], qvecs: np.ndarray):
-    """(fused ranking scores, reported scores), both (Q, S). Reported = dense cosine."""
-    dense = retrieve.dense_scores(passages.vectors, qvecs)
-    lexical = retrieve.lexical_scores(passages.texts, questions)
+def score_passages(dense: np.ndarray, lexical: np.ndarray):
+    """(fused ranking scores, reported scores), both (Q, S), from dense cosines and BM25 (Q, S)."""
     fused = retrieve.rank_fusion(dense, lexical, weights=[DENSE_WEIGHT, LEXICAL_WEIGHT])
     return fused, dense
 
@@ -152,7 +162,8 @@ def ask(
         raise LongdocError("empty question")
     threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     passages = engine.passages(doc)
-    fused, reported = score_passages(passages, questions, engine.question_vectors(questions))
+    dense = retrieve.dense_scores(passages.vectors, engine.question_vectors(questions))
+    fused, reported = score_passages(dense, engine.lexical_scores(passages, questions))
     answers = []
     for qi, q in enumerate(questions):
         hits = []

@@ -21,14 +21,15 @@ def _stemmer():
         return None
 
 
-def lexical_scores(passages: list[str], queries: list[str]) -> np.ndarray:
-    """BM25 (Lucene variant, k1=1.5, b=0.75) of every passage for every query, English-stemmed."""
+def lexical_scores(passages: list[str], queries: list[str], *, stem: bool = True) -> np.ndarray:
+    """BM25 (Lucene variant, k1=1.5, b=0.75) of every passage for every query; English stemming and
+    stop words unless ``stem=False`` (the plain baseline)."""
     import bm25s
 
     if not passages:
         return np.zeros((len(queries), 0), dtype=np.float32)
-    stem = _stemmer()
-    corpus = bm25s.tokenize(passages, stopwords="en", stemmer=stem, show_progress=False)
+    stem = _stemmer() if stem else None
+    corpus = bm25s.tokenize(passages, stopwords="en" if stem else None, stemmer=stem, show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(corpus, show_progress=False)
     out = np.zeros((len(queries), len(passages)), dtype=np.float32)
