@@ -132,7 +132,7 @@ def test_wrong_password_for_the_known_file():
     assert load(str(CORPUS / "pypdf-resources" / "encrypted-file.pdf"), password="test").text.strip()
 
 
-@pytest.mark.skipif(not os.environ.get("LONGDOC_SLOW"), reason="slow (~35 s): set LONGDOC_SLOW=1")
+@pytest.mark.skipif(not os.environ.get("LONGDOC_SLOW"), reason="slow (35-90 s here): set LONGDOC_SLOW=1")
 def test_real_contract_and_filing_pdfs():
     """The CUAD and FinanceBench PDFs (up to 96 pages) all load, with pypdf's page count."""
     from pypdf import PdfReader

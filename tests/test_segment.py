@@ -206,6 +206,7 @@ x = top(1, 2)
 
 
 def test_python_functions_classes_methods():
+    pytest.importorskip("tree_sitter_python")
     d = doc(PY, "code", "python")
     segs = segment(d, max_chars=DEFAULT_MAX_CHARS, min_chars=0)
     check_invariants(d, segs, DEFAULT_MAX_CHARS)
@@ -218,6 +219,7 @@ def test_python_functions_classes_methods():
 
 
 def test_long_function_splits_at_line_ends_with_its_label():
+    pytest.importorskip("tree_sitter_python")
     body = "\n".join(f"    v{i} = compute({i})  # step" for i in range(120))
     src = f"def big():\n{body}\n    return v0\n"
     d = doc(src, "code", "python")
@@ -267,6 +269,7 @@ def test_code_without_grammar_falls_back_to_line_blocks():
 
 
 def test_non_ascii_code_offsets_are_chars_not_bytes():
+    pytest.importorskip("tree_sitter_python")
     src = 'S = "ünïcödé ✓ 😀"\n\n\ndef f():\n    return "é"\n'
     d = doc(src, "code", "python")
     f = next(s for s in segment(d, min_chars=0) if s.label == "f")
