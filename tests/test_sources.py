@@ -105,6 +105,11 @@ def test_missing_file_and_directory(tmp_path):
         load(str(tmp_path))
 
 
+def test_device_files_are_refused():
+    with pytest.raises(LongdocError, match="not a regular file"):
+        load("/dev/zero")
+
+
 def test_kinds_by_extension_and_shebang(tmp_path):
     assert load(write(tmp_path, "README.md", b"# Title\n\nText.\n")).kind == "markdown"
     d = load(write(tmp_path, "mod.py", b"def f():\n    pass\n"))

@@ -13,11 +13,14 @@ detected (``Document.encoding`` says which) or rejected with a clear error, as a
 
 An empty (or whitespace-only) text file gives an empty Document, not an error: it is a legitimate
 file in a repository, and segmenting it yields no passages. A PDF without any extractable text is
-an error. Nothing is truncated: the whole file is read.
+an error. Nothing is truncated: the whole file is read. Only regular files (and ``-``) are read, so
+a FIFO or ``/dev/zero`` cannot hang the loader; ``timeout`` bounds PDF parsing, the only step whose
+time does not grow linearly with the file's size.
 """
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from ..errors import LongdocError
@@ -83,6 +86,9 @@ def _read_bytes(path: str) -> bytes:
             raise LongdocError("-: no standard input to read")
         return stream.read()
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a socket: could never end
+            raise LongdocError(f"{path}: not a regular file (use - to read standard input)")
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
