@@ -130,15 +130,18 @@ def search(
     with Store(db, readonly=True, root=str(root)) as store:
         manifest = store.manifest() or {}
         if engine is not None and manifest.get("model_key") == engine.identity:
-            pass  # the same model folder and settings made these vectors: no need to load it
-        elif manifest.get("model_fingerprint"):
-            msg = model_mismatch(str(root), manifest, lazy.get())
-            if msg:
-                raise LongdocError(msg)
-            if engine is not None:
-                _remember_model_key(db, root, engine.identity)
-        qvecs = (engine.question_vectors(questions) if engine is not None
-                 else _as_numpy(lazy.get().embed_texts(questions)))
+            # The same model folder and settings made these vectors: question vectors may come from
+            # the ask cache without loading the model at all.
+            qvecs = engine.question_vectors(questions)
+        else:
+            enc = lazy.get()
+            if manifest.get("model_fingerprint"):
+                msg = model_mismatch(str(root), manifest, enc)
+                if msg:
+                    raise LongdocError(msg)
+                if engine is not None and enc is engine._encoder:
+                    _remember_model_key(db, root, engine.identity)
+            qvecs = _as_numpy(enc.embed_texts(questions))
         return _rank(store, questions, qvecs, k, threshold, lang, glob,
                      retrieve, DENSE_WEIGHT, LEXICAL_WEIGHT)
 

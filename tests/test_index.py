@@ -1,0 +1,428 @@
+"""`longdoc index`: incremental updates, storage format, manifest/schema checks, search, errors, CLI.
+
+Vectors come from ``HashEncoder`` (tests/test_index_fakes.py) except in the one test marked
+``model``, which runs the bundled MiniLM end to end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from longdoc.errors import LongdocError
+from longdoc.index import build, clean, list_indexes, search, status
+from longdoc.index import store as store_mod
+from longdoc.index.build import LazyEncoder
+from longdoc.index.locate import db_path
+from longdoc.index.store import Migration, Store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_index_fakes import HashEncoder, bag_vector  # noqa: E402
+
+FILES = {
+    "auth/tokens.py": 'def check_token(token):\n    """Validate a bearer token."""\n    return token.startswith("tk_")\n\n\n'
+                      'def refresh_session(session):\n    session.renew()\n    return session\n',
+    "db/pool.py": "class ConnectionPool:\n    def acquire(self):\n        return self.conns.pop()\n\n"
+                  "    def release(self, conn):\n        self.conns.append(conn)\n",
+    "docs/guide.md": "# Guide\n\nThe indemnification clause limits liability for damages.\n",
+    "notes.txt": "Meeting notes: migrate the payment service to the new queue.\n",
+}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "repo"
+    for rel, text in FILES.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def backdate(root: Path, seconds: float = 60) -> None:
+    """Give every file an mtime well before the index run, as a real checkout has (outside _RACY_S)."""
+    t = time.time() - seconds
+    for p in root.rglob("*"):
+        if p.is_file():
+            os.utime(p, (t, t))
+
+
+def rows(root, **kw) -> list[tuple]:
+    with sqlite3.connect(db_path(root, kw.get("index_dir"))) as c:
+        return c.execute("SELECT f.path, s.text, s.vector, s.char_start, s.char_end, s.line_start"
+                         " FROM segments s JOIN files f ON f.id = s.file_id ORDER BY f.path, s.ord").fetchall()
+
+
+# -- incremental -----------------------------------------------------------------------------------
+
+def test_first_run_encodes_everything_then_nothing(tree):
+    backdate(tree)
+    enc = HashEncoder()
+    r = build(tree, encoder=enc)
+    assert sorted(r.encoded) == sorted(FILES) and enc.calls == 4 and not r.up_to_date
+    assert r.tokens > 0
+    r2 = build(tree, encoder=enc)
+    assert r2.up_to_date and r2.unchanged == 4 and r2.encoded == [] and enc.calls == 4
+
+
+def test_no_change_run_does_not_load_the_encoder(tree):
+    backdate(tree)
+    build(tree, encoder=HashEncoder())
+
+    def boom():
+        raise AssertionError("the encoder was loaded for a no-change run")
+
+    assert build(tree, encoder_factory=boom).up_to_date
+
+
+def test_changed_file_reencoded_deleted_pruned_new_added(tree):
+    backdate(tree)
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    (tree / "db/pool.py").write_text("class ConnectionPool:\n    def drain(self):\n        self.conns.clear()\n")
+    (tree / "notes.txt").unlink()
+    (tree / "new.py").write_text("def added():\n    return 1\n")
+    r = build(tree, encoder=enc)
+    assert sorted(r.encoded) == ["db/pool.py", "new.py"] and r.deleted == ["notes.txt"] and r.unchanged == 2
+    paths = {p for p, *_ in rows(tree)}
+    assert "notes.txt" not in paths and "new.py" in paths
+    texts = " ".join(t for p, t, *_ in rows(tree) if p == "db/pool.py")
+    assert "drain" in texts and "acquire" not in texts
+    # the FTS side was pruned too: the deleted file's words match nothing
+    ans = search(tree, ["payment queue migrate"], encoder=enc, update=False, k=10)[0]
+    assert all(h.path != "notes.txt" for h in ans.results)
+
+
+def test_touched_but_identical_file_is_not_reencoded(tree):
+    backdate(tree)
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    os.utime(tree / "auth/tokens.py")  # new mtime, same bytes
+    r = build(tree, encoder=enc)
+    assert r.encoded == [] and enc.calls == 4
+    assert build(tree, encoder=enc).up_to_date
+
+
+def test_same_size_rewrite_within_racy_window_is_detected(tree):
+    enc = HashEncoder()
+    build(tree, encoder=enc)  # files were written just now: inside the racy window
+    p = tree / "notes.txt"
+    st = p.stat()
+    p.write_text(p.read_text().replace("payment", "PAYMENT"))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    assert build(tree, encoder=enc).encoded == ["notes.txt"]
+
+
+def test_unreadable_file_is_recorded_and_not_retried(tree):
+    backdate(tree)
+    (tree / "bad.txt").write_bytes(b"\xff\xfe\xfa" * 10 + b"caf\xe9 \x81\x8d")  # undecodable, no NUL
+    enc = HashEncoder()
+    r = build(tree, encoder=enc)
+    if not r.failed:
+        pytest.skip("the loader decoded this input; nothing to test here")
+    assert r.failed[0][0] == "bad.txt"
+    r2 = build(tree, encoder=enc)
+    assert r2.failed == [] and "bad.txt" not in r2.encoded
+    assert status(tree).failed and status(tree).failed[0][0] == "bad.txt"
+
+
+# -- storage format --------------------------------------------------------------------------------
+
+def test_vectors_are_documented_little_endian_float32(tree):
+    build(tree, encoder=HashEncoder())
+    got = rows(tree)
+    assert got
+    for path, text, blob, start, end, line in got:
+        assert len(blob) == 64 * 4
+        np.testing.assert_allclose(np.frombuffer(blob, dtype="<f4"), bag_vector(text), atol=1e-6)
+        assert (tree / path).read_text()[start:end] == text
+    with sqlite3.connect(db_path(tree)) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+        m = c.execute("SELECT schema_version, root, model_fingerprint, dim FROM manifest").fetchone()
+    assert m == (store_mod.SCHEMA_VERSION, str(tree.resolve()), "hash-bag-v1", 64)
+
+
+def test_index_locations(tree, tmp_path, monkeypatch):
+    home = Path(os.environ["LONGDOC_HOME"])
+    assert db_path(tree).parent == home / "index"
+    monkeypatch.setenv("LONGDOC_INDEX_DIR", str(tmp_path / "elsewhere"))
+    assert db_path(tree).parent == tmp_path / "elsewhere"
+    in_tree = tree / ".longdoc"
+    r = build(tree, encoder=HashEncoder(), index_dir=in_tree)
+    assert Path(r.db) == in_tree / "index.sqlite"
+    assert db_path(tree) == in_tree / "index.sqlite"  # found without the flag afterwards
+    assert not any(".longdoc" in p for p, *_ in rows(tree, index_dir=in_tree))
+
+
+# -- manifest and migrations -----------------------------------------------------------------------
+
+def test_model_change_asks_for_rebuild_and_never_mixes(tree):
+    backdate(tree)
+    build(tree, encoder=HashEncoder("model-A"))
+    (tree / "new.py").write_text("def f():\n    pass\n")
+    with pytest.raises(LongdocError, match="--rebuild"):
+        build(tree, encoder=HashEncoder("model-B"))
+    with pytest.raises(LongdocError, match="model-A"):
+        search(tree, ["token"], encoder=HashEncoder("model-B"), update=False)
+    r = build(tree, encoder=HashEncoder("model-B"), rebuild=True)
+    assert r.rebuilt and len(r.encoded) == 5
+    with Store(db_path(tree), readonly=True) as s:
+        assert s.manifest()["model_fingerprint"] == "model-B"
+        assert s.counts()["files"] == 5
+    assert search(tree, ["token"], encoder=HashEncoder("model-B"), update=False)[0].results
+
+
+def test_newer_schema_is_refused(tree):
+    build(tree, encoder=HashEncoder())
+    with sqlite3.connect(db_path(tree)) as c:
+        c.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION + 1}")
+    with pytest.raises(LongdocError, match="newer longdoc"):
+        build(tree, encoder=HashEncoder())
+
+
+def test_pending_migration_applied_or_rebuild_requested(tree, monkeypatch):
+    build(tree, encoder=HashEncoder())
+    v = store_mod.SCHEMA_VERSION
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [
+        Migration(v + 1, "ALTER TABLE files ADD COLUMN note TEXT;\nCREATE INDEX files_note ON files(note);")])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", v + 1)
+    with Store(db_path(tree)) as s:
+        assert s.conn.execute("PRAGMA user_version").fetchone()[0] == v + 1
+        assert s.manifest()["schema_version"] == v + 1
+        s.conn.execute("SELECT note FROM files").fetchall()
+        assert s.counts()["segments"] > 0  # data kept
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS + [Migration(v + 2, "SELECT 1;", rebuild=True)])
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", v + 2)
+    with pytest.raises(LongdocError, match="rebuild"):
+        Store(db_path(tree))
+
+
+def test_damaged_database_gives_a_clear_error(tree):
+    db = db_path(tree)
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not an sqlite database" * 100)
+    with pytest.raises(LongdocError, match="damaged"):
+        build(tree, encoder=HashEncoder())
+
+
+# -- search ----------------------------------------------------------------------------------------
+
+def test_search_finds_the_passage_with_relative_path_and_lines(tree):
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    a, b = search(tree, ["validate bearer token", "indemnification liability damages"], encoder=enc, k=3)
+    top = a.results[0]
+    assert (top.path, top.line_start, top.label) == ("auth/tokens.py", 1, "check_token")
+    assert "def check_token" in top.text and top.page is None
+    assert b.results[0].path == "docs/guide.md"
+    assert json.loads(json.dumps(a.to_json()))["results"][0]["path"] == "auth/tokens.py"
+
+
+def test_search_filters_lang_glob_threshold_k(tree):
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    q = ["token session connection liability notes"]
+    assert {h.path for h in search(tree, q, encoder=enc, k=20, lang=["python"])[0].results} <= {
+        "auth/tokens.py", "db/pool.py"}
+    assert {h.path for h in search(tree, q, encoder=enc, k=20, lang=["markdown"])[0].results} == {"docs/guide.md"}
+    assert {h.path for h in search(tree, q, encoder=enc, k=20, glob=["db/**"])[0].results} == {"db/pool.py"}
+    assert len(search(tree, q, encoder=enc, k=2)[0].results) == 2
+    assert search(tree, q, encoder=enc, k=20, threshold=1.01)[0].results == []
+    with pytest.raises(LongdocError, match="empty question"):
+        search(tree, ["  "], encoder=enc)
+
+
+def test_search_indexes_a_new_root_and_refreshes_a_stale_one(tree):
+    enc = HashEncoder()
+    notes = []
+    assert search(tree, ["bearer token"], encoder=enc, notify=notes.append)[0].results
+    assert "not indexed yet" in notes[0]
+    (tree / "auth/tokens.py").unlink()
+    res = search(tree, ["bearer token"], encoder=enc, notify=notes.append, k=10)[0].results
+    assert all(h.path != "auth/tokens.py" for h in res) and "1 removed" in notes[-1]
+    with pytest.raises(LongdocError, match="not indexed"):
+        search(tree.parent, ["x"], encoder=enc, update=False)
+
+
+def test_paths_escaping_the_root_are_never_returned(tree):
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    with sqlite3.connect(db_path(tree)) as c:
+        c.execute("UPDATE files SET path = '../outside.py' WHERE path = 'auth/tokens.py'")
+    res = search(tree, ["validate bearer token"], encoder=enc, update=False, k=10)[0].results
+    assert res and all(not h.path.startswith("..") for h in res)
+
+
+# -- errors: disk full, read-only, concurrency ----------------------------------------------------
+
+def test_disk_full_is_a_clear_error_and_keeps_what_was_done(tree):
+    enc = HashEncoder()
+    build(tree, encoder=enc)
+    big = tree / "big.txt"
+    big.write_text("\n\n".join(f"paragraph {i} " + "lorem ipsum dolor " * 30 for i in range(300)))
+    real_connect = Store._connect
+
+    def tiny(target, uri=False):
+        conn = real_connect(target, uri)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return conn
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Store, "_connect", staticmethod(tiny))
+        with pytest.raises(LongdocError, match="no space left"):
+            build(tree, encoder=enc)
+    with Store(db_path(tree), readonly=True) as s:
+        assert s.counts()["files"] == 4  # the earlier files are intact
+        assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert "big.txt" in build(tree, encoder=enc).encoded
+
+
+def test_unwritable_index_location_is_a_clear_error(tree, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(LongdocError, match="cannot write the index"):
+        build(tree, encoder=HashEncoder(), index_dir=blocker / "idx")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_read_only_index_dir(tree, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(LongdocError, match="cannot write the index"):
+            build(tree, encoder=HashEncoder(), index_dir=ro)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_second_writer_refused_while_readers_go_on(tree):
+    from longdoc.index.store import IndexLock
+
+    build(tree, encoder=HashEncoder())
+    (tree / "new.py").write_text("def fresh():\n    return 2\n")
+    holder = IndexLock(db_path(tree))
+    holder.acquire(wait=False)  # flock is per open file description: a second acquire conflicts
+    try:
+        with pytest.raises(LongdocError, match="another `longdoc index`"):
+            build(tree, encoder=HashEncoder(), wait=False)
+        # readers never need the lock: search skips its refresh, says so, and answers
+        notes = []
+        assert search(tree, ["bearer token"], encoder=HashEncoder(), notify=notes.append)[0].results
+        assert "another process is updating" in notes[0]
+    finally:
+        holder.release()
+    assert build(tree, encoder=HashEncoder(), wait=False).encoded == ["new.py"]
+
+
+# -- status / list / clean -------------------------------------------------------------------------
+
+def test_status_list_clean(tree, tmp_path):
+    backdate(tree)
+    assert not status(tree).indexed
+    build(tree, encoder=HashEncoder())
+    st = status(tree)
+    assert st.up_to_date and st.files == 4 and st.segments > 0 and st.db_bytes > 0
+    (tree / "notes.txt").write_text("changed")
+    (tree / "db/pool.py").unlink()
+    (tree / "z.py").write_text("x = 1\n")
+    st = status(tree)
+    assert (st.new, st.changed, st.deleted) == (["z.py"], ["notes.txt"], ["db/pool.py"]) and not st.up_to_date
+    other = tmp_path / "gone"
+    other.mkdir()
+    (other / "a.txt").write_text("alpha")
+    build(other, encoder=HashEncoder())
+    assert {i["root"] for i in list_indexes()} == {str(tree.resolve()), str(other.resolve())}
+    (other / "a.txt").unlink()
+    other.rmdir()
+    assert clean(missing=True) == [str(db_path(other))]
+    assert clean(tree) == [str(db_path(tree))] and not db_path(tree).exists()
+    assert list_indexes() == []
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    enc = HashEncoder()
+    monkeypatch.setattr(LazyEncoder, "get", lambda self: enc)
+    return enc
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    from longdoc.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_cli_index_update_status_json(tree, capsys, fake_model):
+    backdate(tree)
+    rc, out, err = run_cli(capsys, "index", str(tree))
+    assert rc == 0 and "4 encoded" in out and err == ""  # no progress off a terminal
+    rc, out, _ = run_cli(capsys, "index", str(tree))
+    assert rc == 0 and "up to date" in out
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--json")
+    assert rc == 0 and json.loads(out)["up_to_date"] is True
+    rc, out, _ = run_cli(capsys, "index", "status", str(tree))
+    assert rc == 0 and "up to date" in out and "hash-bag-v1" in out
+    (tree / "notes.txt").unlink()
+    rc, out, _ = run_cli(capsys, "index", "status", str(tree), "--json")
+    assert rc == 1 and json.loads(out)["deleted"] == ["notes.txt"]
+    rc, out, _ = run_cli(capsys, "index", "list", "--json")
+    assert rc == 0 and json.loads(out)[0]["root"] == str(tree.resolve())
+    rc, out, _ = run_cli(capsys, "index", "clean", str(tree))
+    assert rc == 0 and out.startswith("removed ")
+    rc, out, _ = run_cli(capsys, "index", "status", str(tree))
+    assert rc == 1 and "not indexed" in out
+
+
+def test_cli_walk_flags_are_remembered(tree, capsys, fake_model):
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*.py", "--json")
+    assert rc == 0 and sorted(json.loads(out)["encoded"]) == ["auth/tokens.py", "db/pool.py"]
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--json")
+    assert json.loads(out)["files"] == 2  # same selection as last time: nothing pruned or added
+
+
+def test_cli_errors_exit_2(tree, capsys, fake_model, tmp_path):
+    rc, _, err = run_cli(capsys, "index", str(tmp_path / "missing"))
+    assert rc == 2 and "not a directory" in err
+    rc, _, err = run_cli(capsys, "index", "clean")
+    assert rc == 2 and "PATH, --missing or --all" in err
+
+
+def test_cli_ask_on_indexed_dir(tree, capsys, fake_model):
+    run_cli(capsys, "index", str(tree))
+    rc, out, _ = run_cli(capsys, "ask", str(tree), "validate bearer token", "--json", "-k", "2")
+    assert rc == 0
+    res = json.loads(out)[0]["results"]
+    assert res[0]["path"] == "auth/tokens.py" and res[0]["line_start"] == 1
+
+
+# -- the real model ----------------------------------------------------------------------------------
+
+@pytest.mark.model
+def test_real_encoder_index_and_search(tree):
+    from longdoc.model import load_encoder
+
+    enc = load_encoder()
+    r = build(tree, encoder=enc)
+    assert len(r.encoded) == 4 and r.tokens > 50
+    with Store(db_path(tree), readonly=True) as s:
+        m = s.manifest()
+        assert m["model_fingerprint"] == enc.fingerprint and m["dim"] == enc.dim and m["tokenizer"]
+        ids, vecs = s.vectors()
+        assert vecs.shape == (s.counts()["segments"], enc.dim)
+        np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    a = search(tree, ["return a database connection to the pool"], encoder=enc, k=3)[0]
+    assert a.results[0].path == "db/pool.py"

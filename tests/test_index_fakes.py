@@ -1,0 +1,75 @@
+"""A deterministic stand-in for the encoder (unit tests only) and helpers shared by the index tests.
+
+``HashEncoder`` embeds a span as the normalised bag of its hashed words: two spans sharing words are
+close, and a stored vector can be recomputed from its stored text alone, which is how the kill -9
+tests check that no vector sits beside the wrong text. It is also importable from a child process
+(``install_in_child``) so `python -m longdoc index` runs without torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+
+import numpy as np
+
+DIM = 64
+
+
+def bag_vector(text: str) -> np.ndarray:
+    v = np.zeros(DIM, dtype=np.float32)
+    for w in re.findall(r"\w+", text.lower()):
+        h = hashlib.sha1(w.encode()).digest()
+        v[h[0] % DIM] += 1.0 if h[1] & 1 else -1.0
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+class HashEncoder:
+    """Same methods as ``longdoc.model.Encoder``; ``delay`` seconds per encoded file (kill tests)."""
+
+    name = "hash-bag"
+    dim = DIM
+
+    def __init__(self, fingerprint: str = "hash-bag-v1", delay: float = 0.0):
+        self.fingerprint = fingerprint
+        self.delay = delay
+        self.calls = 0  # embed_spans calls: one per encoded file
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"\w+|\S", text)
+
+    def embed_spans(self, text, spans, tokens=None):
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return np.stack([bag_vector(text[s:e]) for s, e in spans]) if spans else np.zeros((0, DIM), np.float32)
+
+    def embed_texts(self, texts):
+        return np.stack([bag_vector(t) for t in texts])
+
+
+SITECUSTOMIZE = '''
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_index_fakes import HashEncoder
+import longdoc.index.build as _b
+_enc = HashEncoder(fingerprint=os.environ.get("FAKE_FP", "hash-bag-v1"),
+                   delay=float(os.environ.get("FAKE_DELAY", "0")))
+_b.LazyEncoder.get = lambda self: _enc
+'''
+
+
+def child_env(tmp_path, delay: float = 0.0, fingerprint: str = "hash-bag-v1") -> dict:
+    """Environment for a `python -m longdoc` child that encodes with HashEncoder (via sitecustomize)."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(tests=tests))
+    repo = os.path.dirname(tests)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), repo, env.get("PYTHONPATH", "")])
+    env["FAKE_DELAY"] = str(delay)
+    env["FAKE_FP"] = fingerprint
+    return env
