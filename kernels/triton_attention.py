@@ -633,13 +633,22 @@ else:
                                 prune_configs_by={"early_config_prune": _prune_fwd})(_fwd_band_kernel)
 
 
-def _blocks(head_dim: int):
-    """Fixed tiles for the other kernels: (fwd M, fwd N, bwd M, bwd N, warps) when not autotuned."""
+_FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner
+
+
+def _blocks(head_dim: int) -> dict:
+    """Fixed tiles of the kernels that are not autotuned (the backward ones are not, because two of
+    them add into their outputs and an autotuner's repeated runs would add twice).
+
+    fwd_m/fwd_n: forward tiles when the autotuner is bypassed; kv_n/kv_m: the dK/dV kernel's key
+    block and query step; dq_m/dq_n: the dQ kernel's query block and key step. A 64-row tile gets 4
+    warps: one Hopper warpgroup per 64 rows (Triton 3.6 faulted with 8 warps on 64-row tiles here).
+    """
     if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w
-        return 16, 16, 16, 16, 4
+        return dict(fwd_m=16, fwd_n=16, kv_n=16, kv_m=16, kv_warps=4, dq_m=16, dq_n=16, dq_warps=4, glob=16)
     if head_dim >= 128:
-        return 128, 64, 32, 64, 8
-    return 128, 64, 64, 128, 8
+        return dict(fwd_m=128, fwd_n=64, kv_n=64, kv_m=32, kv_warps=4, dq_m=64, dq_n=32, dq_warps=4, glob=64)
+    return dict(fwd_m=128, fwd_n=64, kv_n=128, kv_m=64, kv_warps=8, dq_m=128, dq_n=64, dq_warps=8, glob=64)
 
 
 def _chunk(n: int, block: int, programs_per_head: int = 64) -> int:
@@ -713,7 +722,8 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     prec = _dot_precision(q.dtype)
     dummy = kb
     n_r_max = -(-N // dilation)
-    bm, bn, _, _, warps = _blocks(D)
+    t = _blocks(D)
+    bm, bn, warps, stages = t["fwd_m"], t["fwd_n"], 4, 2  # the interpreter ignores warps and stages
     args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -722,16 +732,19 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
             gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
             H, N, window, qk_scale)
     meta = dict(DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec)
-    if _INTERPRET:
+    if _INTERPRET or _FWD_OVERRIDE is not None:  # fixed tiles (the interpreter; kernels/bench_tiles.py)
+        if _FWD_OVERRIDE is not None:
+            bm, bn, warps, stages = _FWD_OVERRIDE
         grid = (triton.cdiv(n_r_max, bm), B * H * dilation)
-        _fwd_band[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps)
+        extra = {} if _INTERPRET else {"num_stages": stages}
+        _fwd_band_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, **extra)
     else:
         grid = lambda m: (triton.cdiv(n_r_max, m["BLOCK_M"]), B * H * dilation)  # noqa: E731
         _fwd_band[grid](*args, **meta)
 
     if g_pad:
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
-        chunk = _chunk(N, bn)
+        chunk = _chunk(N, t["glob"])
         n_chunks = triton.cdiv(N, chunk)
         po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
         pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=q.device)
@@ -739,7 +752,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
             qg, kG, vG, kb, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
             kG.stride(0), kG.stride(1), kG.stride(2), vG.stride(0), vG.stride(1), vG.stride(2),
             kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
-            H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
+            H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
             num_warps=4)
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -766,7 +779,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     kb, has_bias = _key_bias(q, key_padding_mask)
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
-    bm, bn, bm2, bn2, warps = _blocks(D)
+    t = _blocks(D)
 
     delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
     _bwd_preprocess_kernel[(triton.cdiv(N, 128), B * H)](
@@ -782,25 +795,26 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         lse2 = lse2[:, :, :N].contiguous()
 
     n_r_max = -(-N // dilation)
-    _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, bn2), B * H * dilation)](
+    _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, t["kv_n"]), B * H * dilation)](
         q, k, v, do, kb, lse2, delta, dk, dv,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kb.stride(0) if has_bias else 0, H, N, window, qk_scale, scale,
-        DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2, BLOCK_N=bn2, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=warps)
+        DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_BIAS=has_bias, DOT_PREC=prec,
+        num_warps=t["kv_warps"])
     dummy = kb
-    _bwd_dq_band_kernel[(triton.cdiv(n_r_max, bm2 if not _INTERPRET else bm), B * H * dilation)](
+    _bwd_dq_band_kernel[(triton.cdiv(n_r_max, t["dq_m"]), B * H * dilation)](
         q, k, v, do, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kb.stride(0) if has_bias else 0,
         kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
         gpos.stride(0) if g_pad else 0,
-        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2 if not _INTERPRET else bm,
-        BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=warps)
+        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=t["dq_warps"])
 
     if g_pad:
-        chunk = _chunk(N, max(bm2, bn))
+        chunk = _chunk(N, t["glob"])
         n_chunks = triton.cdiv(N, chunk)
         # (1) the compact tile: dK_g, dV_g from every local row, per chunk, then summed in order
         pdk = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
@@ -809,7 +823,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
             q, do, kg, vg, gpos, lse2, delta, pdk, pdv,
             q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
             kg.stride(0), kg.stride(1), kg.stride(2), gpos.stride(0),
-            H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=bm2, G_PAD=g_pad, DOT_PREC=prec,
+            H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["glob"], G_PAD=g_pad, DOT_PREC=prec,
             num_warps=4)
         _reduce_rows(pdk, dk, gpos, n_chunks, scale, B, H, N, D, g_pad)
         _reduce_rows(pdv, dv, gpos, n_chunks, 1.0, B, H, N, D, g_pad)
@@ -827,7 +841,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
             qg, kG, vG, dog, kb, lse_g2, delta_g, dK_dst, dV_dst, pdq,
             qg.stride(0), qg.stride(1), qg.stride(2), kG.stride(0), kG.stride(1), kG.stride(2),
             vG.stride(0), vG.stride(1), vG.stride(2), kb.stride(0) if has_bias else 0,
-            H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, HAS_BIAS=has_bias,
+            H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias,
             ACCUM=accum, DOT_PREC=prec, num_warps=4)
         if accum:
             _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)

@@ -1,0 +1,73 @@
+"""Tile sweep for the Triton kernels: time each forward tile shape and each backward tile set on one
+shape, so the autotune space and the fixed backward tiles can be chosen from measurements.
+
+    python -m longdoc.kernels.bench_tiles [--n 65536] [--G 16] [--d 64] [--w 256]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import torch
+
+
+def main(argv=None):
+    from triton.testing import do_bench
+
+    from . import triton_attention as ta
+    from .bench import HEADS, make_inputs, useful_flops
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=65_536)
+    p.add_argument("--G", type=int, default=16)
+    p.add_argument("--d", type=int, default=64)
+    p.add_argument("--w", type=int, default=256)
+    p.add_argument("--bwd", action="store_true")
+    a = p.parse_args(argv)
+    q, k, v, gidx = make_inputs(a.n, a.d, a.G)
+    f = useful_flops(a.n, a.d, a.w, a.G, H=HEADS)
+    print(f"# n={a.n} d={a.d} w={a.w} G={a.G}: forward tiles (BLOCK_M, BLOCK_N, warps, stages)", flush=True)
+    res = []
+    for bm, bn, warps, stages in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4)):
+        if (bm == 256 and warps == 4) or (bm == 64 and warps == 8) or bm * bn > 256 * 64 or (a.d == 128 and bn == 128 and stages > 2):
+            continue
+        ta._FWD_OVERRIDE = (bm, bn, warps, stages)
+        try:
+            fn = lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)  # noqa: E731
+            ms = do_bench(fn, warmup=20, rep=100, return_mode="median")
+        except Exception as e:  # out of shared memory or registers: skip the config
+            print(f"({bm},{bn},{warps},{stages}) failed: {type(e).__name__}", flush=True)
+            continue
+        res.append((ms, (bm, bn, warps, stages)))
+        print(f"({bm},{bn},{warps},{stages}) {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
+    ta._FWD_OVERRIDE = None
+    for ms, cfg in sorted(res)[:5]:
+        print(f"best {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} useful TFLOP/s")
+    if a.bwd:
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        out = ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)
+        do = torch.randn_like(out)
+        base = ta._blocks
+        default = base(a.d)
+        f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
+        sets = [dict(default)]
+        for kv_n, kv_m, kvw in ((128, 64, 8), (128, 32, 4), (64, 64, 4), (128, 128, 8)):
+            sets.append(dict(default, kv_n=kv_n, kv_m=kv_m, kv_warps=kvw))
+        for dq_m, dq_n, dqw in ((128, 32, 4), (128, 128, 8), (64, 64, 4), (128, 64, 4)):
+            sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw))
+        for t in sets:
+            ta._blocks = lambda d, t=t: t  # noqa: E731
+            try:
+                ms = do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
+                              warmup=20, rep=100, return_mode="median")
+            except Exception as e:
+                print(f"bwd {t} failed: {type(e).__name__}", flush=True)
+                continue
+            print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']}) dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']}) "
+                  f"{ms:.3f} ms {f_bwd / ms / 1e9:.0f} TFLOP/s", flush=True)
+        ta._blocks = base
+
+
+if __name__ == "__main__":
+    main()
