@@ -1,0 +1,155 @@
+"""`longdoc classify FILE...` (zero-shot or with a trained head) and `longdoc classify train DIR`."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from longdoc.errors import LongdocError
+
+_COMMON = [
+    click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True),
+    click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (safetensors)."),
+    click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
+                 help="Attention radius in tokens (each token sees 2w+1 neighbours)."),
+    click.option("--no-cache", is_flag=True, help="Do not read or write the content-hash cache."),
+]
+
+
+def _common(f):
+    for opt in reversed(_COMMON):
+        f = opt(f)
+    return f
+
+
+@click.command("classify", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("files", nargs=-1, required=True)
+@click.option("--labels", "labels_spec", help='Comma-separated labels, e.g. "NDA,lease,employment agreement".')
+@click.option("--labels-file", type=click.Path(dir_okay=False),
+              help="A label per line: name, or name<TAB>description, or 'name: description'.")
+@click.option("--preset", type=click.Choice(["cuad-types", "cuad-clauses"]),
+              help="CUAD's 25 contract types (one per document) or 41 clause categories (an inventory).")
+@click.option("--multi", is_flag=True, help="Report every label that occurs (default for cuad-clauses).")
+@click.option("--head", "head_path", type=click.Path(dir_okay=False), help="A head from `longdoc classify train`.")
+@click.option("--evidence", default=3, show_default=True, type=click.IntRange(min=0), help="Evidence spans per label.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per file.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per file, in the order given.")
+@click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
+@_common
+def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_json, as_jsonl, password, color,
+        model, window, no_cache):
+    """Label each FILE (PDF, text or Markdown; '-' for stdin) from label descriptions, zero-shot, or
+    with a head trained by `longdoc classify train`; show the calibrated score and the passages
+    (page/line) that drove it.
+
+    Exit status: 0 when every file got a label, 1 when a file got none (--multi), 2 on error.
+    """
+    from longdoc import render, render_classify
+    from longdoc.tasks import classify as C
+
+    results = []
+    try:
+        given = sum(x is not None for x in (labels_spec, labels_file, preset, head_path))
+        if given != 1:
+            raise LongdocError("give exactly one of --labels, --labels-file, --preset, --head")
+        head, labels, mode = None, None, "multi" if multi else "single"
+        if head_path:
+            head = C.Head.load(head_path)
+        elif preset:
+            labels, pmode = C.preset(preset)
+            mode = "multi" if multi else pmode
+        elif labels_file:
+            labels = C.read_labels_file(labels_file)
+        else:
+            labels = C.parse_labels(labels_spec)
+        if labels is not None and mode == "single" and len(labels) < 2:
+            raise LongdocError("a single-label choice needs at least 2 labels (or use --multi)")
+        for path in files:
+            if path != "-" and not os.path.exists(path):
+                raise LongdocError(f"{path}: no such file")
+        from longdoc.tasks.ask import Engine
+
+        engine = Engine(model=model, window=window, use_cache=not no_cache)
+        for path in files:
+            doc = engine.load(path, password=password)
+            if not doc.text.strip():
+                raise LongdocError(f"{path}: no text to classify")
+            r = C.classify(doc, labels, engine=engine, mode=mode, head=head, evidence=evidence)
+            results.append(r)
+            if as_jsonl:
+                render_classify.classify_jsonl_one(r)
+    except LongdocError as e:
+        if as_json or as_jsonl:
+            render.error_json(str(e))
+            sys.exit(2)
+        raise
+    if as_json:
+        render_classify.classify_json(results)
+    elif not as_jsonl:
+        out = render.console(color=color)
+        if out.is_terminal:
+            render_classify.classify_rich(results, out)
+        else:
+            render_classify.classify_plain(results)
+    sys.exit(0 if all(r.mode == "single" or r.present for r in results) else 1)
+
+
+@click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("directory")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the head (.safetensors).")
+@click.option("--folds", type=click.IntRange(min=2), help="k-fold cross-validation (default: leave-one-out "
+              "up to 50 documents, else 5).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@_common
+def train(directory, out_path, folds, as_json, color, model, window, no_cache):
+    """Fit a classification head (logistic regression on document vectors) on DIRECTORY/<label>/*.pdf|txt
+    and report its cross-validated accuracy; use it with `longdoc classify --head OUT FILE...`."""
+    import json
+
+    from longdoc import render
+    from longdoc.tasks import classify as C
+    from longdoc.tasks.ask import Engine
+
+    engine = Engine(model=model, window=window, use_cache=not no_cache)
+    err = render.console(stderr=True, color=color)
+
+    def progress(i, n, path):
+        if err.is_terminal:
+            err.print(f"[longdoc.dim]encoding {i + 1}/{n} {path}[/]")
+
+    head = C.train_head(directory, engine=engine, folds=folds, progress=progress)
+    head.save(out_path)
+    n = len(C.training_files(directory))
+    if as_json:
+        click.echo(json.dumps({"out": out_path, "labels": head.labels, "documents": n,
+                               "cv_accuracy": round(head.cv_accuracy, 4)}))
+    else:
+        click.echo(f"{out_path}\t{len(head.labels)} labels\t{n} documents\tcross-validated accuracy "
+                   f"{head.cv_accuracy:.3f}")
+
+
+class _Classify(click.Group):
+    """`classify train DIR ...` runs the trainer; any other first argument is a FILE to classify."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] == "train":
+            return super().resolve_command(ctx, args)
+        return "run", run, args
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("longdoc classify", "FILE... [--labels ... | --labels-file F | --preset P | --head H]\n"
+                              "       longdoc classify train DIR --out head.safetensors")
+
+    def format_help_text(self, ctx, formatter):
+        formatter.write_paragraph()
+        formatter.write_text(run.help.split("\n\n")[0])
+        formatter.write_paragraph()
+        formatter.write_text("Run `longdoc classify FILE --help` for the labelling options and "
+                             "`longdoc classify train --help` for training.")
+
+
+command = _Classify("classify", commands={"train": train}, no_args_is_help=True,
+                    context_settings={"help_option_names": ["-h", "--help"]},
+                    help="Label documents zero-shot from label descriptions, or with a trained head.")
