@@ -18,7 +18,7 @@ import pytest
 from longdoc.errors import LongdocError
 from longdoc.index import build, clean, list_indexes, search, status
 from longdoc.index import store as store_mod
-from longdoc.index.build import LazyEncoder
+from longdoc.index.indexer import LazyEncoder
 from longdoc.index.locate import db_path
 from longdoc.index.store import Migration, Store
 

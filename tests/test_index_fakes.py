@@ -54,7 +54,7 @@ SITECUSTOMIZE = '''
 import os, sys
 sys.path.insert(0, {tests!r})
 from test_index_fakes import HashEncoder
-import longdoc.index.build as _b
+import longdoc.index.indexer as _b
 _enc = HashEncoder(fingerprint=os.environ.get("FAKE_FP", "hash-bag-v1"),
                    delay=float(os.environ.get("FAKE_DELAY", "0")))
 _b.LazyEncoder.get = lambda self: _enc
@@ -71,5 +71,6 @@ def child_env(tmp_path, delay: float = 0.0, fingerprint: str = "hash-bag-v1") ->
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), repo, env.get("PYTHONPATH", "")])
     env["FAKE_DELAY"] = str(delay)
+    env["LONGDOC_MODEL"] = os.path.join(str(tmp_path), "no-model-here")  # if the patch fails, fail loudly
     env["FAKE_FP"] = fingerprint
     return env

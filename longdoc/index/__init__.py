@@ -5,7 +5,7 @@ ones), ``search`` answers questions over it, ``status`` / ``list_indexes`` / ``c
 remove indexes. Storage is described in ``longdoc.index.store``; file selection in
 ``longdoc.index.walk``; where databases live in ``longdoc.index.locate``.
 """
-from .build import Progress, Report, build
+from .indexer import Progress, Report, build
 from .manage import Status, clean, list_indexes, status
 from .search import search
 from .walk import WalkOptions

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import LongdocError
 from . import locate
-from .build import _RACY_S, _selection, list_files, sha256_file
+from .indexer import _RACY_S, _selection, list_files, sha256_file
 from .store import IndexLock, Store, db_errors
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import LongdocError
 from ..results import Answer, Hit
 from . import locate
-from .build import LazyEncoder, build, model_mismatch
+from .indexer import LazyEncoder, build, model_mismatch
 from .store import Store
 
 # Candidates taken from the lexical side per question; beyond this depth a passage's reciprocal

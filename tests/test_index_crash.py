@@ -1,0 +1,180 @@
+"""Durability: `python -m longdoc index` killed with SIGKILL at random instants, and concurrent
+indexers and readers on one root. Children encode with HashEncoder (installed by sitecustomize), so
+every stored vector can be recomputed from its stored text: a vector beside the wrong text, a
+half-written file, or a database that fails to open is a failure.
+
+The default run kills 12 times (about 20 s on two cores); set LONGDOC_SLOW_TESTS=1 for the 60-kill
+variant (marked ``slow``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_index_fakes import DIM, HashEncoder, bag_vector, child_env  # noqa: E402
+
+from longdoc.index import search  # noqa: E402
+from longdoc.index.locate import db_path  # noqa: E402
+
+N_FILES = 30
+DELAY = 0.03  # seconds per encoded file in the child: a full run is ~1 s, so kills land mid-run
+
+
+def write_tree(root: Path, rng: random.Random, generation: int) -> None:
+    """(Re)write a tree of Python files; each generation changes some files, deletes and adds some."""
+    root.mkdir(exist_ok=True)
+    for i in range(N_FILES):
+        p = root / f"pkg{i % 4}" / f"mod{i}.py"
+        p.parent.mkdir(exist_ok=True)
+        if generation and rng.random() < 0.1:
+            p.unlink(missing_ok=True)
+            continue
+        if generation == 0 or rng.random() < 0.4 or not p.exists():
+            funcs = "\n\n".join(
+                f"def fn_{i}_{j}_{generation}(x):\n    \"\"\"Step {j} of {rng.choice(['parse', 'load', 'render'])}.\"\"\"\n"
+                f"    return x * {rng.randint(1, 99)} + {j}\n" for j in range(rng.randint(3, 25)))
+            p.write_text(funcs + "\n")
+
+
+def check_db(root: Path) -> tuple[int, int]:
+    """Open the index after a crash and verify it completely; returns (files, segments)."""
+    db = db_path(root)
+    if not db.exists():
+        return 0, 0
+    c = sqlite3.connect(db)
+    try:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        c.execute("INSERT INTO segments_fts(segments_fts) VALUES ('integrity-check')")  # FTS matches table
+        files = {r[0]: r[1:] for r in c.execute("SELECT id, path, sha256, error FROM files")}
+        n_seg = 0
+        per_file: dict[int, list[int]] = {}
+        for fid, ord_, start, end, text, blob in c.execute(
+                "SELECT file_id, ord, char_start, char_end, text, vector FROM segments"):
+            assert fid in files, "segment of a file row that does not exist"
+            assert len(blob) == DIM * 4
+            np.testing.assert_allclose(np.frombuffer(blob, "<f4"), bag_vector(text), atol=1e-6)
+            per_file.setdefault(fid, []).append(ord_)
+            path, sha, _ = files[fid]
+            disk = root / path
+            if disk.exists():
+                data = disk.read_bytes()
+                if hashlib.sha256(data).hexdigest() == sha:  # unchanged since stored: text must match
+                    assert data.decode().replace("\r\n", "\n")[start:end] == text
+            n_seg += 1
+        for fid, ords in per_file.items():
+            assert sorted(ords) == list(range(len(ords))), "a file with missing or duplicated segments"
+        return len(files), n_seg
+    finally:
+        c.close()
+
+
+def committed_since(root: Path, t: float) -> bool:
+    db = db_path(root)
+    if not db.exists():
+        return False
+    c = sqlite3.connect(db, timeout=10)
+    try:
+        return (c.execute("SELECT MAX(indexed_at) FROM files").fetchone()[0] or 0) > t
+    except sqlite3.OperationalError:  # tables not created yet
+        return False
+    finally:
+        c.close()
+
+
+def wait_for_commit(root: Path, t: float, child: subprocess.Popen, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while child.poll() is None and time.monotonic() < deadline and not committed_since(root, t):
+        time.sleep(0.01)
+
+
+def kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    root = tmp_path / "tree"
+    env = child_env(tmp_path, delay=DELAY)
+    write_tree(root, rng, 0)
+    cmd = [sys.executable, "-m", "longdoc", "index", str(root), "-q"]
+    mid_run = 0
+    for k in range(kills):
+        if k and k % 4 == 0:
+            write_tree(root, rng, k)  # give later runs changed and deleted files to process
+        before = check_db(root)[0]
+        t_spawn = time.time()
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if k % 4 == 3:  # sometimes anywhere: during start-up, the walk, the hashing, the pruning
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:  # mostly once this run has committed a file, i.e. in the middle of the writes
+            wait_for_commit(root, t_spawn, child)
+            time.sleep(rng.uniform(0.0, 0.3))
+        finished = child.poll() is not None
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        if child.returncode not in (0, -signal.SIGKILL):
+            pytest.fail(f"indexer failed: {child.stderr.read().decode()[-500:]}")
+        files, _ = check_db(root)
+        if not finished and files != before or not finished and committed_since(root, t_spawn):
+            mid_run += 1
+    # the kills landed while files were being written, not only before or after the run
+    assert mid_run >= kills // 3, f"only {mid_run} of {kills} kills interrupted an index run"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    files, segs = check_db(root)
+    on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py"))
+    with sqlite3.connect(db_path(root)) as c:
+        stored = {p: sha for p, sha in c.execute("SELECT path, sha256 FROM files")}
+    assert sorted(stored) == on_disk  # resumed: everything present, nothing deleted left over
+    for rel in on_disk:
+        assert stored[rel] == hashlib.sha256((root / rel).read_bytes()).hexdigest()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert "up to date" in again.stdout
+    assert search(root, ["load step"], encoder=HashEncoder(), update=False)[0].results
+
+
+def test_kill9_loop(tmp_path):
+    kill_loop(tmp_path, kills=12, seed=1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("LONGDOC_SLOW_TESTS"), reason="set LONGDOC_SLOW_TESTS=1")
+def test_kill9_loop_many(tmp_path):
+    kill_loop(tmp_path, kills=60, seed=2)
+
+
+def test_two_indexers_one_waits_one_refuses(tmp_path):
+    rng = random.Random(3)
+    root = tmp_path / "tree"
+    write_tree(root, rng, 0)
+    env = child_env(tmp_path, delay=DELAY)
+    base = [sys.executable, "-m", "longdoc", "index", str(root), "-q"]
+    first = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = db_path(root).with_name(db_path(root).name + ".lock")
+    deadline = time.monotonic() + 20
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+        assert time.monotonic() < deadline and first.poll() is None, "first indexer never took the lock"
+        time.sleep(0.02)
+    refused = subprocess.run(base + ["--no-wait"], env=env, capture_output=True, text=True, timeout=60)
+    waiter = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a reader in the middle of the write sees a consistent snapshot
+    for _ in range(5):
+        if db_path(root).exists():
+            check_db(root)
+            search(root, ["render"], encoder=HashEncoder(), update=False)
+        time.sleep(0.1)
+    out1, err1 = first.communicate(timeout=60)
+    out2, err2 = waiter.communicate(timeout=60)
+    assert refused.returncode == 2
+    assert f"another `longdoc index` (pid {first.pid})" in refused.stderr
+    assert first.returncode == 0 and "encoded" in out1, err1
+    assert waiter.returncode == 0 and "up to date" in out2 and "waiting for another" in err2
+    files, _ = check_db(root)
+    assert files == N_FILES
