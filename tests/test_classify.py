@@ -1,0 +1,163 @@
+"""classify: labels, presets, zero-shot behaviour and shapes, the trained head, CLI formats and exit codes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from longdoc.cli import cli, main
+from longdoc.errors import LongdocError
+from longdoc.tasks import classify as C
+
+NDA = ("MUTUAL NONDISCLOSURE AGREEMENT\n\n1. Confidential Information. Each party shall keep the other "
+       "party's confidential information secret.\n\n2. Term. This agreement lasts three years.\n")
+LEASE = ("LEASE\n\n1. Premises. Landlord leases to Tenant the premises at 1 Main Street.\n\n"
+         "2. Rent. Tenant shall pay rent monthly.\n")
+
+
+@pytest.fixture
+def files(tmp_path):
+    a, b = tmp_path / "b_nda.txt", tmp_path / "a_lease.txt"
+    a.write_text(NDA, encoding="utf-8")
+    b.write_text(LEASE, encoding="utf-8")
+    return [str(a), str(b)]
+
+
+def test_presets_load_with_attribution():
+    types, mode = C.preset("cuad-types")
+    assert mode == "single" and len(types) == 25 and all(t.description != t.name for t in types)
+    clauses, mode = C.preset("cuad-clauses")
+    assert mode == "multi" and len(clauses) == 41
+    assert clauses[0].name == "Document Name" and "Cap on Liability" in {c.name for c in clauses}
+    assert "CC BY 4.0" in (C.PRESETS_DIR / "cuad_clauses.tsv").read_text(encoding="utf-8")
+    with pytest.raises(LongdocError):
+        C.preset("nope")
+
+
+def test_label_parsing(tmp_path):
+    assert [l.name for l in C.parse_labels("NDA, lease ,employment")] == ["NDA", "lease", "employment"]
+    for bad in ("a,,b", "", "a,a"):
+        with pytest.raises(LongdocError):
+            C.parse_labels(bad)
+    f = tmp_path / "labels.txt"
+    f.write_text("# comment\nNDA: a nondisclosure agreement\nlease\tletting of premises\tx\nplain\n")
+    labels = C.read_labels_file(f)
+    assert [(l.name, l.description) for l in labels] == [("NDA", "a nondisclosure agreement"),
+                                                         ("lease", "letting of premises"), ("plain", "plain")]
+    assert labels[0].query == "NDA: a nondisclosure agreement" and labels[2].query == "plain"
+    with pytest.raises(LongdocError):
+        C.read_labels_file(tmp_path / "missing.txt")
+
+
+def test_zero_shot_scores_single_and_multi():
+    rng = np.random.default_rng(0)
+    seg = rng.normal(size=(6, 8)).astype(np.float32)
+    seg /= np.linalg.norm(seg, axis=1, keepdims=True)
+    labels = np.stack([seg[2], -seg[2], rng.normal(size=8).astype(np.float32)])
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True)
+    spans = [(i * 10, i * 10 + 9) for i in range(6)]
+    raw, p = C.zero_shot_scores(seg, spans, labels, "single")
+    assert raw.shape == p.shape == (3,) and abs(p.sum() - 1) < 1e-5 and int(np.argmax(p)) == 0
+    raw, p = C.zero_shot_scores(seg, spans, labels, "multi")
+    assert raw.shape == (3,) and np.all((p > 0) & (p < 1))
+    assert raw[0] == pytest.approx(1.0 - np.median(labels[0] @ seg.T), abs=1e-5)
+
+
+def test_head_round_trips_through_safetensors(tmp_path):
+    rng = np.random.default_rng(1)
+    X = np.concatenate([rng.normal(1, 0.3, (6, 4)), rng.normal(-1, 0.3, (6, 4))]).astype(np.float32)
+    y = np.array([0] * 6 + [1] * 6)
+    W, b = C.fit_logistic(X, y, 2)
+    assert (np.argmax(X @ W.T + b, 1) == y).all()
+    assert C.cross_validated_accuracy(X, y, 2) == 1.0
+    head = C.Head(["a", "b"], W, b, model="m", cv_accuracy=1.0)
+    path = tmp_path / "head.safetensors"
+    head.save(path)
+    assert path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    back = C.Head.load(path)
+    assert back.labels == ["a", "b"] and back.model == "m" and back.cv_accuracy == 1.0
+    np.testing.assert_array_equal(back.weight, W)
+    np.testing.assert_array_equal(back.bias, b)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(LongdocError):
+        C.Head.load(bad)
+
+
+def test_cli_jsonl_one_record_per_file_in_order(files, tiny_model_dir):
+    args = ["classify", *files, "--labels", "nondisclosure agreement,lease,employment", "--model",
+            str(tiny_model_dir), "--jsonl"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in res.output.splitlines()]
+    assert [r["path"] for r in recs] == files  # the order given, not sorted
+    for r in recs:
+        assert r["label"] in {"nondisclosure agreement", "lease", "employment"}
+        assert list(r["scores"]) == ["nondisclosure agreement", "lease", "employment"]
+        assert abs(sum(r["scores"].values()) - 1) < 1e-3 and r["score"] == max(r["scores"].values())
+        assert 1 <= len(r["evidence"]) <= 3
+        ev = r["evidence"][0]
+        text = open(r["path"], encoding="utf-8").read()
+        assert text[ev["char_start"]:ev["char_end"]] == ev["text"] and ev["line_start"] >= 1
+    again = CliRunner().invoke(cli, args)
+    assert again.output == res.output  # deterministic
+
+
+def test_cli_preset_inventory_and_plain(files, tiny_model_dir):
+    res = CliRunner().invoke(cli, ["classify", files[0], "--preset", "cuad-clauses", "--model", str(tiny_model_dir),
+                                   "--json"])
+    assert res.exit_code in (0, 1), res.output
+    rec = json.loads(res.output)[0]
+    assert len(rec["scores"]) == 41 and all(0 <= v <= 1 for v in rec["scores"].values())
+    assert {x["label"] for x in rec["labels"]} == {k for k, v in rec["scores"].items() if v >= 0.5}
+    assert res.exit_code == (0 if rec["labels"] else 1)
+    res = CliRunner().invoke(cli, ["classify", files[1], "--labels", "x,y", "--model", str(tiny_model_dir)])
+    assert res.exit_code == 0 and res.output.startswith(files[1] + "\t")
+
+
+def test_cli_train_and_use_head(tmp_path, tiny_model_dir):
+    root = tmp_path / "train"
+    for label, text in (("nda", NDA), ("lease", LEASE)):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            (root / label / f"{i}.txt").write_text(text + f"\nCopy {i}.\n", encoding="utf-8")
+    out = tmp_path / "head.safetensors"
+    res = CliRunner().invoke(cli, ["classify", "train", str(root), "--out", str(out), "--model",
+                                   str(tiny_model_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["labels"] == ["lease", "nda"] and info["documents"] == 4 and 0 <= info["cv_accuracy"] <= 1
+    doc = tmp_path / "x.txt"
+    doc.write_text(NDA, encoding="utf-8")
+    res = CliRunner().invoke(cli, ["classify", str(doc), "--head", str(out), "--model", str(tiny_model_dir), "--jsonl"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["label"] == "nda"  # the training documents themselves are separable
+
+
+@pytest.mark.parametrize("args", [
+    ["classify", "{f}"],  # no labels
+    ["classify", "{f}", "--labels", "a,b", "--preset", "cuad-types"],  # two label sources
+    ["classify", "{missing}", "--labels", "a,b"],
+    ["classify", "{f}", "--labels", "only"],  # one label cannot be a choice
+    ["classify", "{f}", "--labels-file", "{missing}"],
+    ["classify", "{f}", "--head", "{f}"],  # not a head
+    ["classify", "train", "{dir}", "--out", "{dir}/h.safetensors"],  # no labelled folders
+])
+def test_cli_bad_input_exit_2_one_line(args, files, tmp_path, tiny_model_dir, capfd):
+    subst = {"f": files[0], "missing": str(tmp_path / "missing.txt"), "dir": str(tmp_path)}
+    argv = [a.format(**subst) for a in args] + ["--model", str(tiny_model_dir)]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capfd.readouterr().err
+    assert err.startswith("longdoc: error: ") and err.count("\n") == 1
+
+
+def test_cli_json_error_on_stderr(files, tmp_path, tiny_model_dir, capfd):
+    with pytest.raises(SystemExit) as e:
+        main(["classify", str(tmp_path / "nope.txt"), "--labels", "a,b", "--jsonl", "--model", str(tiny_model_dir)])
+    assert e.value.code == 2
+    out, err = capfd.readouterr()
+    assert out == "" and json.loads(err)["error"].endswith("no such file")
