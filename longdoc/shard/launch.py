@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import socket
 import tempfile
 
@@ -80,14 +81,39 @@ def launch(fn, devices: int, *args, backend: str | None = None):
         ctx = mp.start_processes(_worker, args=(fn, args, devices, _free_port(), backend, path, threads),
                                  nprocs=devices, join=False, start_method="spawn")
         try:
-            while not ctx.join():
+            while not ctx.join(grace_period=2):  # the peers of a failed rank get 2 s to report
                 pass
-        except mp.ProcessRaisedException as e:
-            raise LongdocError(f"sharded run failed on rank {e.error_index} of {devices}:\n{e}") from None
-        except mp.ProcessExitedException as e:
-            raise LongdocError(f"sharded run failed: rank {e.error_index} of {devices} exited with "
-                               f"code {e.exit_code}") from None
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+            raise LongdocError(_first_failure(ctx, e, devices)) from None
         return torch.load(path, weights_only=True)
+
+
+# How a rank fails when a peer died under it (gloo, NCCL, the TCP store): not the cause.
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout",
+              "communicator was aborted", "DistNetworkError", "Connection refused")
+
+
+def _secondary(traceback_text: str) -> bool:
+    return any(m in traceback_text for m in _PEER_GONE)
+
+
+def _first_failure(ctx, exc, devices) -> str:
+    """The rank whose failure ended the run. When one rank dies its peers fail too (connection reset)
+    and any of them may be noticed first: those are put last, then the tracebacks go by time."""
+    written = []
+    for rank, f in enumerate(ctx.error_files):
+        if os.path.exists(f) and os.path.getsize(f):
+            with open(f, "rb") as fh:  # torch.multiprocessing writes each rank's traceback, pickled
+                written.append((os.path.getmtime(f), rank, pickle.load(fh)))
+            os.unlink(f)
+    if not written:
+        code = getattr(exc, "exit_code", None)
+        return f"sharded run failed: rank {exc.error_index} of {devices} exited with code {code}"
+    written.sort(key=lambda t: (_secondary(t[2]), t[0], t[1]))
+    _, rank, tb = written[0]
+    also = [r for _, r, _ in written[1:]]
+    more = f" (then rank{'s' if len(also) > 1 else ''} {', '.join(map(str, also))})" if also else ""
+    return f"sharded run failed on rank {rank} of {devices}{more}:\n{tb}"
 
 
 __all__ = ["launch", "default_backend", "under_torchrun"]
