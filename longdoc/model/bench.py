@@ -1,0 +1,153 @@
+"""Encoder throughput and peak memory: longdoc vs transformers' LongformerModel vs 512-token chunks.
+
+    python -m longdoc.model.bench                      # CPU: MiniLM and base, n = 4k, 16k
+    python -m longdoc.model.bench --sizes 4096,65536 --models minilm --impls longdoc,chunks
+    python -m longdoc.model.bench --device cuda        # GPU: bf16, n up to 1M where it fits
+
+All models have random weights of the named size (no download). longdoc runs its configured window
+radius (MiniLM 128, base 256) with ``--globals`` global tokens at the start; LongformerModel runs HF
+attention_window 512 (radius 256) with the same global tokens; "chunks" is a BertModel of the same
+size over independent 512-token chunks through SDPA (no context across chunk boundaries), batch
+``--chunk-batch``. Peak memory: CUDA max allocated, or the process's peak RSS growth on CPU (ru_maxrss
+only grows, so CPU figures after the first big run are upper bounds; run one impl per process for
+exact CPU peaks). Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import time
+
+import torch
+
+from longdoc.model.encoder import build, preset
+
+HF_SIZES = {
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def _rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _measure(fn, device, reps):
+    """(seconds, peak GiB): best of reps after one warm-up call (the peak includes the warm-up)."""
+    rss0 = _rss_gib()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**30
+    else:
+        peak = max(0.0, _rss_gib() - rss0)
+    return best, peak
+
+
+def _longdoc(size, n, device, dtype, globals_):
+    net = build(preset(size)).to(device, dtype)
+    ids = torch.randint(1000, 30000, (1, n), device=device)
+    pos = (torch.arange(n, device=device) % net.cfg.usable_positions)[None] + net.cfg.position_offset
+    gm = torch.zeros(1, n, dtype=torch.bool, device=device)
+    gm[0, :globals_] = True
+
+    def run():
+        with torch.inference_mode():
+            net(ids, pos, global_mask=gm if globals_ else None)
+    return run
+
+
+def _longformer(size, n, device, dtype, globals_):
+    from transformers import LongformerConfig, LongformerModel
+
+    cfg = LongformerConfig(**HF_SIZES[size], attention_window=512, max_position_embeddings=n + 2 + 512,
+                           vocab_size=30522, attn_implementation="eager")
+    net = LongformerModel(cfg, add_pooling_layer=False).to(device, dtype).eval()
+    ids = torch.randint(1000, 30000, (1, n), device=device)
+    gm = torch.zeros(1, n, dtype=torch.long, device=device)
+    gm[0, :globals_] = 1
+
+    def run():
+        with torch.inference_mode():
+            net(ids, global_attention_mask=gm)
+    return run
+
+
+def _chunks(size, n, device, dtype, globals_, batch):
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(**HF_SIZES[size], attn_implementation="sdpa")
+    net = BertModel(cfg, add_pooling_layer=False).to(device, dtype).eval()
+    ids = torch.randint(1000, 30000, (-(-n // 512), 512), device=device)  # n rounded up to chunks
+
+    def run():
+        with torch.inference_mode():
+            for i in range(0, ids.shape[0], batch):
+                net(ids[i : i + batch])
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--models", default="minilm,base")
+    ap.add_argument("--sizes", default="4096,16384", help="comma-separated token counts")
+    ap.add_argument("--impls", default="longdoc,longformer,chunks")
+    ap.add_argument("--globals", type=int, default=16, help="global tokens at the start (longdoc, Longformer)")
+    ap.add_argument("--chunk-batch", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--band", choices=["reference", "proposal"], default="reference",
+                    help="CPU band: kernels/reference.py as is, or the proposed fused-SDPA band (_band_proposal.py)")
+    ap.add_argument("--block", type=int, default=128, help="query block of the proposed band")
+    ap.add_argument("--max-seconds", type=float, default=120.0,
+                    help="skip larger n for an impl once one run took longer than this")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.band == "proposal":
+        from longdoc.kernels import reference
+        from longdoc.model._band_proposal import band_sdpa
+
+        def band(q, k, v, kv, kg, vg, gv, w, scale, block):
+            return band_sdpa(q, k, v, kv, kg, vg, gv, w, scale, args.block)
+        reference._band = band
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    torch.manual_seed(0)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+          f"{dtype}, torch {torch.__version__}, {args.globals} global tokens, CPU band: {args.band}")
+    print("| model | impl | n | s | tokens/s | peak GiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for size in args.models.split(","):
+        for impl in args.impls.split(","):
+            for n in (int(x) for x in args.sizes.split(",")):
+                make = {"longdoc": _longdoc, "longformer": _longformer,
+                        "chunks": lambda *a: _chunks(*a, args.chunk_batch)}[impl]
+                try:
+                    secs, peak = _measure(make(size, n, device, dtype, args.globals), device, args.reps)
+                except torch.OutOfMemoryError:
+                    print(f"| {size} | {impl} | {n:,} | OOM | - | - |", flush=True)
+                    break
+                finally:
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                print(f"| {size} | {impl} | {n:,} | {secs:.2f} | {n / secs:,.0f} | {peak:.2f} |", flush=True)
+                if secs > args.max_seconds:
+                    break
+
+
+if __name__ == "__main__":
+    main()
