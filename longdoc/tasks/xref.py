@@ -69,6 +69,10 @@ _PART_HEADING = re.compile(r"^[ \t]*(?P<kw>EXHIBIT|Exhibit|SCHEDULE|Schedule|ANN
 # Rejection. 2.6.1 All Products ..."): a multi-level number right after a sentence end, then a capital.
 _INLINE_ANCHOR = re.compile(r"(?<=[.:;\]][ \t])(?:(?:Section|SECTION)[ \t]+)?(?P<num>\d{1,3}(?:\.\d{1,3})+)\.?[ \t]+"
                             r"(?=[A-Z\"“(])")
+# A single-level number ("19.   Cost and Payment", "10. Confidentiality 10.1 Any ...") opens a clause
+# when it starts a line, or, after a sentence end, when its first sub-clause ("10.1") follows soon.
+_LINE_NUMBERED = re.compile(r"^[ \t]*(?:(?:Section|SECTION|Article|ARTICLE)[ \t]+)?(?P<num>\d{1,3})\.?[ \t]+(?=[A-Z])", re.M)
+_INLINE_TOP = re.compile(r"(?<=[.:;\]][ \t])(?P<num>\d{1,2})\.[ \t]+(?=[A-Z])")
 _TOC_LINE = re.compile(r"\.{4,}|\s\d{1,3}\s*$")
 
 # Defined terms.
@@ -254,9 +258,14 @@ def find_anchors(doc: Document, clauses: list[Segment]) -> list[Anchor]:
     seen = {a.place.start for a in out}
     near = sorted(seen)
 
-    for m in _INLINE_ANCHOR.finditer(text):
+    have = {a.key for a in out}
+    extra = list(_INLINE_ANCHOR.finditer(text))
+    extra += [m for m in _LINE_NUMBERED.finditer(text) if m.group("num") not in have]
+    extra += [m for m in _INLINE_TOP.finditer(text) if m.group("num") not in have
+              and re.search(rf"\b{m.group('num')}\.1\b", text[m.end():m.end() + 400])]
+    for m in sorted(extra, key=lambda m: m.start()):
         i = bisect.bisect_left(near, m.start() - 3)
-        if i < len(near) and near[i] <= m.end():
+        if i < len(near) and near[i] <= m.end() or m.start() in seen:
             continue  # the segmenter already has it
         end = text.find(". ", m.end(), m.end() + 120)
         title = _short(text[m.end():end if end != -1 else m.end() + 60], 60)
