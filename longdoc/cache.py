@@ -7,8 +7,9 @@ the modules that compute vectors; any change there gives new keys, never stale v
 
 Storage is one SQLite file (``<cache dir>/ask.sqlite``, WAL) you can open with ``sqlite3``:
 
-* ``documents(key, kind, text, page_starts)``: key = sha256 of the file's bytes + loader version;
-  ``page_starts`` is a JSON list or NULL.
+* ``documents(key, kind, text, meta)``: key = sha256 of the file's bytes + of the password given +
+  loader version (so an encrypted PDF is never served without its password); ``meta`` is JSON with
+  ``page_starts``, ``language``, ``encoding`` and ``warnings``.
 * ``passages(key, spans, vectors, dim)``: key = document text hash + model identity + segmenter
   version; ``spans`` is little-endian int64 ``(S, 2)``, ``vectors`` little-endian float32 ``(S, dim)``.
 * ``questions(model, question, vector)``: little-endian float32 ``(dim,)``.
@@ -27,7 +28,7 @@ import numpy as np
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (key TEXT PRIMARY KEY, kind TEXT NOT NULL, text TEXT NOT NULL,
-                                      page_starts TEXT, language TEXT);
+                                      meta TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS passages (key TEXT PRIMARY KEY, spans BLOB NOT NULL, vectors BLOB NOT NULL,
                                      dim INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS questions (model TEXT NOT NULL, question TEXT NOT NULL, vector BLOB NOT NULL,
@@ -106,11 +107,12 @@ class Cache:
 
     # Documents --------------------------------------------------------------------------------
     def get_document(self, key: str):
-        return self._get("SELECT kind, text, page_starts, language FROM documents WHERE key=?", (key,))
+        """(kind, text, meta dict) or None."""
+        row = self._get("SELECT kind, text, meta FROM documents WHERE key=?", (key,))
+        return None if row is None else (row[0], row[1], json.loads(row[2]))
 
-    def put_document(self, key: str, kind: str, text: str, page_starts, language):
-        ps = json.dumps(list(page_starts)) if page_starts is not None else None
-        self._put("INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?)", (key, kind, text, ps, language))
+    def put_document(self, key: str, kind: str, text: str, meta: dict):
+        self._put("INSERT OR REPLACE INTO documents VALUES (?,?,?,?)", (key, kind, text, json.dumps(meta)))
 
     # Passage vectors --------------------------------------------------------------------------
     def get_passages(self, key: str):

@@ -128,6 +128,12 @@ def answers_jsonl(answers: list[Answer], out=None) -> None:
             out.flush()
 
 
+def warning(message: str, *, as_json: bool = False, err=None) -> None:
+    """A non-fatal problem, on stderr (a JSON object in JSON modes)."""
+    err = err or sys.stderr
+    err.write((json.dumps({"warning": message}, ensure_ascii=False) if as_json else f"longdoc: warning: {message}") + "\n")
+
+
 def error_json(message: str, err=None) -> None:
     err = err or sys.stderr
     err.write(json.dumps({"error": message}, ensure_ascii=False) + "\n")

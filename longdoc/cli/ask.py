@@ -64,6 +64,9 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
             with err.status(f"reading {path}") if show else nullcontext() as status:
                 engine = Engine(model=model, window=window, use_cache=not no_cache)
                 doc = engine.load(path, password=password)
+                if not quiet:
+                    for w in doc.warnings:
+                        render.warning(f"{path}: {w}", as_json=as_json or as_jsonl)
                 if status:
                     status.update(f"encoding {path} ({len(doc.text):,} chars)")
                 answers = ask(doc, qs, engine=engine, k=k, threshold=threshold)

@@ -109,7 +109,25 @@ class Tally:
                 "span_chars": float(np.mean(self.span_chars)) if self.span_chars else 0.0, "pairs": n}
 
 
-def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print) -> dict[str, dict]:
+def _cached_vectors(tag: str, text: str, spans, compute) -> np.ndarray:
+    """Vectors of ``spans`` of ``text`` under ``tag`` (model fingerprint + method), kept on disk so
+    that variants of scoring and fusion rerun without re-encoding 80 contracts on two cores."""
+    import hashlib
+
+    from longdoc.cache import cache_dir
+
+    key = hashlib.sha256(f"{tag}|{spans}|".encode() + text.encode()).hexdigest()[:32]
+    path = cache_dir() / "eval" / f"{key}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    vecs = np.asarray(compute(), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vecs, allow_pickle=False)
+    return vecs
+
+
+def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
+             window: int | None = None, positions: str | None = None) -> dict[str, dict]:
     contracts, categories = load_contracts(data, limit)
     queries = [query_for(c) for c in categories]
     tallies = {s: Tally() for s in systems}
@@ -117,7 +135,7 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
     if need_model and encoder is None:
         from longdoc.model import load_encoder
 
-        encoder = load_encoder()
+        encoder = load_encoder(window=window, positions=positions)
     qvecs = encoder.embed_texts(queries).numpy() if need_model else None
     t0 = time.time()
     for ci, c in enumerate(contracts):
@@ -131,7 +149,9 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         if {"bm25", "rrf"} & set(systems):
             scores["bm25"] = (base, retrieve.lexical_scores(base_txt, queries))
         if {"minilm", "rrf"} & set(systems):
-            scores["minilm"] = (base, retrieve.dense_scores(encoder.embed_texts(base_txt).numpy(), qvecs))
+            vecs = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, base,
+                                   lambda: encoder.embed_texts(base_txt).numpy())
+            scores["minilm"] = (base, retrieve.dense_scores(vecs, qvecs))
         if "rrf" in systems:
             scores["rrf"] = (base, retrieve.rank_fusion(scores["bm25"][1], scores["minilm"][1]))
         if any(s.startswith("longdoc") for s in systems):
@@ -140,8 +160,14 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
 
             segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"))]
             seg_txt = [c.text[s:e] for s, e in segs]
-            dense = retrieve.dense_scores(encoder.embed_spans(c.text, segs).numpy(), qvecs)
+            vecs = _cached_vectors(f"long|{encoder.fingerprint}", c.text, segs,
+                                   lambda: encoder.embed_spans(c.text, segs).numpy())
+            dense = retrieve.dense_scores(vecs, qvecs)
             lex = retrieve.lexical_scores(seg_txt, queries)
+            if "longdoc-iso" in systems:
+                iso = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, segs,
+                                      lambda: encoder.embed_texts(seg_txt).numpy())
+                scores["longdoc-iso"] = (segs, retrieve.dense_scores(iso, qvecs))
             scores["longdoc-dense"] = (segs, dense)
             scores["longdoc-bm25"] = (segs, lex)
             scores["longdoc"] = (segs, retrieve.rank_fusion(dense, lex))
@@ -167,9 +193,11 @@ def main(argv=None):
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--limit", type=int, default=None, help="first N contracts only")
     ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc")
+    ap.add_argument("--window", type=int, default=None, help="encoder radius (default: the model's)")
+    ap.add_argument("--positions", choices=["tile", "restart"], default=None)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    rows = evaluate(a.data, a.limit, a.systems.split(","))
+    rows = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions)
     print(json.dumps(rows, indent=2) if a.json else format_table(rows))
 
 

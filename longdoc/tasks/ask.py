@@ -77,14 +77,19 @@ class Engine:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        key = f"{h.hexdigest()}:{code_hash('sources')}"
+        pw = hashlib.sha256((password or "").encode()).hexdigest()[:16]
+        key = f"{h.hexdigest()}:{pw}:{code_hash('sources')}"
         row = self._cache.get_document(key)
         if row is not None:
-            kind, text, page_starts, language = row
-            ps = tuple(json.loads(page_starts)) if page_starts else None
-            return Document(path=path, text=text, kind=kind, page_starts=ps, language=language)
+            kind, text, meta = row
+            ps = meta.get("page_starts")
+            return Document(path=path, text=text, kind=kind, page_starts=tuple(ps) if ps is not None else None,
+                            language=meta.get("language"), encoding=meta.get("encoding"),
+                            warnings=tuple(meta.get("warnings", ())))
         doc = load(path, password=password)
-        self._cache.put_document(key, doc.kind, doc.text, doc.page_starts, doc.language)
+        meta = {"page_starts": list(doc.page_starts) if doc.page_starts is not None else None,
+                "language": doc.language, "encoding": doc.encoding, "warnings": list(doc.warnings)}
+        self._cache.put_document(key, doc.kind, doc.text, meta)
         return doc
 
     def passages(self, doc: Document) -> Passages:

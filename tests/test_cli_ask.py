@@ -1,0 +1,139 @@
+"""`longdoc ask` end to end through the CLI: input modes x output formats, exit codes, errors.
+
+Runs the real pipeline (loader, segmenter, long-context encoder, BM25, fusion, cache) on the tiny
+random BERT folder from conftest, so it is fast; one test uses the bundled MiniLM on a real contract.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CONTRACT = """MASTER SERVICES AGREEMENT
+
+1. Definitions. "Services" means the services described in Exhibit A, including installation, support,
+maintenance and training, and any other services that the parties agree in writing to add to Exhibit A
+from time to time during the term of this Agreement.
+
+2. Payment. Customer shall pay each invoice within thirty (30) days of receipt. Late payments bear
+interest at one percent per month or the highest rate permitted by law, whichever is lower, and
+Provider may suspend the Services while any undisputed invoice remains unpaid after notice.
+
+3. Term and Termination. This Agreement begins on the Effective Date and continues for two years.
+Either party may terminate this Agreement for convenience on ninety (90) days written notice, and
+either party may terminate it at once if the other party materially breaches it and fails to cure.
+
+4. Governing Law. This Agreement is governed by the laws of the State of Delaware, without regard to
+its conflict of laws rules. The state and federal courts in Wilmington have exclusive jurisdiction
+over any dispute arising out of or relating to this Agreement, and each party consents to them.
+
+5. Confidentiality. Each party shall keep the other party's Confidential Information secret, use it
+only to perform this Agreement, and disclose it only to employees and advisers who need to know it
+and are bound by duties of confidentiality at least as protective as those in this section.
+"""
+
+
+@pytest.fixture
+def contract(tmp_path):
+    p = tmp_path / "msa.txt"
+    p.write_text(CONTRACT, encoding="utf-8")
+    return p
+
+
+def invoke(args, input=None):
+    """Through the real entry point, in a child process (exit codes, one-line errors, stdout/stderr)."""
+    return subprocess.run([sys.executable, "-m", "longdoc", *args], input=input, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+@pytest.mark.parametrize("fmt", ["plain", "json", "jsonl"])
+def test_ask_modes(tiny_model_dir, contract, source, fmt):
+    path = str(contract) if source == "file" else "-"
+    stdin = CONTRACT if source == "stdin" else None
+    flags = {"plain": [], "json": ["--json"], "jsonl": ["--jsonl"]}[fmt]
+    r = invoke(["ask", path, "governing law clause?", "termination?", "-k", "2", "--threshold", "-1",
+                "--model", str(tiny_model_dir), *flags], input=stdin)
+    assert r.returncode == 0, r.stderr
+    shown = "-" if source == "stdin" else str(contract)
+    if fmt == "json":
+        data = json.loads(r.stdout)
+        assert [a["question"] for a in data] == ["governing law clause?", "termination?"]
+        for a in data:
+            assert len(a["results"]) == 2
+            for h in a["results"]:
+                assert set(h) >= {"path", "char_start", "char_end", "page", "line_start", "line_end", "score", "text"}
+                assert h["path"] == shown and h["page"] is None
+                # offsets index the file's text exactly
+                assert CONTRACT[h["char_start"]:h["char_end"]] == h["text"]
+                assert CONTRACT.count("\n", 0, h["char_start"]) + 1 == h["line_start"]
+    elif fmt == "jsonl":
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        assert len(lines) == 4 and {x["question"] for x in lines} == {"governing law clause?", "termination?"}
+    else:
+        lines = r.stdout.splitlines()
+        assert lines[0] == "# governing law clause?"
+        hits = [x for x in lines if not x.startswith("#")]
+        assert len(hits) == 4 and all(x.startswith(f"{shown}:") and x.count("\t") == 2 for x in hits)
+    assert r.stderr == ""  # not a terminal: no progress, no logs
+
+
+def test_questions_file_and_exit_1_when_nothing_clears(tiny_model_dir, contract, tmp_path):
+    qf = tmp_path / "q.txt"
+    qf.write_text("payment terms?\n\nconfidentiality?\n")
+    r = invoke(["ask", str(contract), "--questions-file", str(qf), "--json", "--threshold", "-1",
+                "--model", str(tiny_model_dir)])
+    assert r.returncode == 0
+    assert [a["question"] for a in json.loads(r.stdout)] == ["payment terms?", "confidentiality?"]
+    r = invoke(["ask", str(contract), "payment?", "--threshold", "1.01", "--model", str(tiny_model_dir)])
+    assert r.returncode == 1 and r.stdout == ""
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["ask", "/nonexistent/file.txt", "q?"], "no such file"),
+    (["ask", "{contract}", ""], "empty question"),
+    (["ask", "{contract}"], "no question"),
+    (["ask", "{contract}", "q?", "--model", "/nonexistent-model"], "not a model folder"),
+])
+def test_bad_input_is_one_line_exit_2(contract, args, needle):
+    args = [a.replace("{contract}", str(contract)) for a in args]
+    r = invoke(args)
+    assert r.returncode == 2
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_json_mode_errors_are_json(contract):
+    r = invoke(["ask", "/nonexistent/file.txt", "q?", "--json"])
+    assert r.returncode == 2 and json.loads(r.stderr)["error"].endswith("no such file")
+
+
+def test_binary_file_is_refused(tmp_path):
+    p = tmp_path / "blob.bin"
+    p.write_bytes(b"\x00\x01\x02" * 100)
+    r = invoke(["ask", str(p), "q?"])
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_repeated_question_uses_the_cache(tiny_model_dir, contract, monkeypatch):
+    from longdoc.tasks import ask as ask_mod
+
+    first = ask_mod.Engine(model=str(tiny_model_dir))
+    doc = first.load(str(contract))
+    a1 = ask_mod.ask(doc, ["termination?"], engine=first, threshold=-1)
+    assert first._encoder is not None
+    second = ask_mod.Engine(model=str(tiny_model_dir))
+    a2 = ask_mod.ask(second.load(str(contract)), ["termination?"], engine=second, threshold=-1)
+    assert second._encoder is None  # nothing was encoded: vectors and question came from the cache
+    assert [h.char_start for h in a1[0].results] == [h.char_start for h in a2[0].results]
+
+
+@pytest.mark.model
+def test_real_model_finds_the_governing_law_clause_in_a_real_pdf():
+    r = invoke(["ask", "examples/distributor-agreement.pdf", "governing law clause?", "--json", "-k", "3"])
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)[0]["results"]
+    assert any("governed by" in h["text"] and "laws" in h["text"] for h in hits)
+    assert all(h["page"] >= 1 for h in hits)
