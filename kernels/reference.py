@@ -98,6 +98,61 @@ def _band(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
     return out[:, :, :N], lse[:, :, :N]
 
 
+def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
+    """Same contract as ``_band``, for fp32/bf16 on the CPU: each block of c queries attends its
+    (c + 2w)-key window plus the G global keys in one fused flash-attention call that also returns
+    the log-sum-exp (11x faster than ``_band`` at w=128, as measured by longdoc.model.bench). Masks
+    are additive and finite (-1e30) so a row with no visible key gives no NaN; such rows are zeroed
+    and get lse -inf afterwards, as in ``_band``."""
+    B, H, N, D = q.shape
+    w, c = window, block
+    nb = -(-N // c)
+    span = c + 2 * w
+    pad_right = nb * c - N + w
+    G = kg.shape[2]
+    neg = -1e30
+    k_pad = F.pad(k, (0, 0, w, pad_right))
+    v_pad = F.pad(v, (0, 0, w, pad_right))
+    kv_bias = torch.zeros(B, nb * c + 2 * w, dtype=q.dtype, device=q.device)
+    kv_bias.masked_fill_(~F.pad(key_valid, (w, pad_right), value=False), neg)
+    r = torch.arange(c, device=q.device)[:, None]
+    s = torch.arange(span, device=q.device)[None, :]
+    band_bias = torch.zeros(c, span, dtype=q.dtype, device=q.device).masked_fill_(((s - r) < 0) | ((s - r) > 2 * w), neg)
+    g_bias = torch.zeros(B, G, dtype=q.dtype, device=q.device).masked_fill_(~g_valid, neg)
+    q_pad = F.pad(q, (0, 0, 0, nb * c - N))
+    out = torch.empty(B, H, nb * c, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, nb * c, dtype=q.dtype, device=q.device)
+    step = max(1, _SCORE_BUDGET // max(B * H * c * (span + G), 1))
+    for b0 in range(0, nb, step):
+        b1 = min(nb, b0 + step)
+        m = b1 - b0
+        lo, hi = b0 * c, b1 * c + 2 * w
+        kb = k_pad[:, :, lo:hi].unfold(2, span, c).permute(0, 2, 1, 4, 3)  # (B, m, H, span, D)
+        vb = v_pad[:, :, lo:hi].unfold(2, span, c).permute(0, 2, 1, 4, 3)
+        bias = band_bias + kv_bias[:, lo:hi].unfold(1, span, c)[:, :, None, :]  # (B, m, c, span)
+        if G:
+            kb = torch.cat([kb, kg[:, None].expand(B, m, H, G, D)], 3)
+            vb = torch.cat([vb, vg[:, None].expand(B, m, H, G, D)], 3)
+            bias = torch.cat([bias, g_bias[:, None, None, :].expand(B, m, c, G)], -1)
+        qb = q_pad[:, :, b0 * c : b1 * c].reshape(B, H, m, c, D).transpose(1, 2)  # (B, m, H, c, D)
+        L = kb.shape[3]
+        o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            qb.reshape(B * m, H, c, D), kb.reshape(B * m, H, L, D), vb.reshape(B * m, H, L, D),
+            attn_mask=bias.reshape(B * m, 1, c, L), scale=scale)[:2]
+        visible = (bias > neg / 2).any(-1)  # (B, m, c)
+        o = o.view(B, m, H, c, D) * visible[:, :, None, :, None]
+        out[:, :, b0 * c : b1 * c] = o.transpose(1, 2).reshape(B, H, m * c, D)
+        l = l.view(B, m, H, c).masked_fill(~visible[:, :, None], float("-inf"))
+        lse[:, :, b0 * c : b1 * c] = l.transpose(1, 2).reshape(B, H, m * c)
+    return out[:, :, :N], lse[:, :, :N]
+
+
+def _use_fused(q) -> bool:
+    # The fused CPU op is inference-speed only: autograd and fp64 (the test oracle) take _band.
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and not torch.is_grad_enabled()
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
 def _global_rows(qg, k, v, key_valid, g_valid, scale):
     """Global query rows over the whole sequence: (B,H,G,D), lse (B,H,G). O(G*N) memory."""
     scores = torch.einsum("bhgd,bhnd->bhgn", qg, k) * scale
@@ -159,8 +214,9 @@ def local_global_attention_reference(
         n_r = len(range(r, N, d))
         if n_r == 0:
             continue
-        blk = block or max(16, min(256, 1 << max(window, 1).bit_length()))
-        o_r, l_r = _band(q[:, :, r::d], k[:, :, r::d], v[:, :, r::d], band_valid[:, r::d],
+        blk = block or max(16, min(256, 1 << max(window - 1, 1).bit_length()))
+        band = _band_fused if _use_fused(q) else _band
+        o_r, l_r = band(q[:, :, r::d], k[:, :, r::d], v[:, :, r::d], band_valid[:, r::d],
                          kg, vg, g_valid, window, scale, blk)
         out[:, :, r::d] = o_r
         lse[:, :, r::d] = l_r

@@ -108,26 +108,16 @@ def main(argv=None):
     ap.add_argument("--chunk-batch", type=int, default=8)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--band", choices=["reference", "proposal"], default="reference",
-                    help="CPU band: kernels/reference.py as is, or the proposed fused-SDPA band (_band_proposal.py)")
-    ap.add_argument("--block", type=int, default=128, help="query block of the proposed band")
     ap.add_argument("--max-seconds", type=float, default=120.0,
                     help="skip larger n for an impl once one run took longer than this")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.band == "proposal":
-        from longdoc.kernels import reference
-        from longdoc.model._band_proposal import band_sdpa
-
-        def band(q, k, v, kv, kg, vg, gv, w, scale, block):
-            return band_sdpa(q, k, v, kv, kg, vg, gv, w, scale, args.block)
-        reference._band = band
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{dtype}, torch {torch.__version__}, {args.globals} global tokens, CPU band: {args.band}")
+          f"{dtype}, torch {torch.__version__}, {args.globals} global tokens")
     print("| model | impl | n | s | tokens/s | peak GiB |")
     print("| --- | --- | --- | --- | --- | --- |")
     for size in args.models.split(","):
