@@ -121,7 +121,7 @@ def score_checked(data: Path) -> int:
     return 0
 
 
-def related_eval(data: Path, limit: int | None, min_gap: int) -> int:
+def related_eval(data: Path, limit: int | None, min_gap: int, model: str | None = None) -> int:
     import json
 
     from longdoc.tasks import retrieve
@@ -136,7 +136,7 @@ def related_eval(data: Path, limit: int | None, min_gap: int) -> int:
                 groups.setdefault(r["doc"], {}).setdefault(r["category"], []).extend(
                     (s["start"], s["end"]) for s in r["spans"])
                 grp_of[r["category"]] = r["group"]
-    engine = Engine()
+    engine = Engine(model=model)
     scores = {"longdoc cosine": [], "longdoc CSLS": [], "MiniLM per segment": [], "BM25 per segment": []}
     labels = []
     docs = sorted(groups)[:limit] if limit else sorted(groups)
@@ -198,12 +198,13 @@ def main(argv=None) -> int:
     ap.add_argument("--related", action="store_true")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--min-gap", type=int, default=2000)
+    ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
     if args.worksheet:
         worksheet(args.data, args.worksheet, args.seed)
         return 0
     if args.related:
-        return related_eval(args.data, args.limit, args.min_gap)
+        return related_eval(args.data, args.limit, args.min_gap, args.model)
     return score_checked(args.data)
 
 
