@@ -299,3 +299,24 @@ def test_halo_plan_reaches_past_short_neighbours():
     assert halo_pieces(bounds, 0, 8) == [(1, 2, 3), (2, 3, 10)]
     assert halo_pieces(bounds, 2, 0) == []
     assert halo_sends(bounds, 1, 8) == [(0, 2, 3), (2, 2, 3), (3, 2, 3)]
+
+
+# ---- the Encoder API ----------------------------------------------------------------------------
+
+
+def test_on_devices_encoder_equals_plain(tiny_model_dir):
+    """`on_devices` (what `longdoc ask --devices N` would use): 2 gloo ranks, and one device in shards."""
+    from longdoc.model import load_encoder
+    from longdoc.shard import on_devices
+
+    enc = load_encoder(str(tiny_model_dir))
+    text = "The distributor shall keep records. " * 40
+    tokens = enc.tokenize(text)
+    gm = torch.zeros(len(tokens), dtype=torch.bool)
+    gm[[0, len(tokens) // 2]] = True
+    exp = enc.encode(tokens, global_mask=gm)
+    assert on_devices(enc) is enc
+    _close(on_devices(enc, shard_tokens=50).encode(tokens, global_mask=gm), exp, "sequential Encoder")
+    spans, glob = [(0, 36), (36, 400), (900, 1400)], [(0, 36), (700, 736)]
+    got = on_devices(enc, 2, backend="gloo").embed_spans(text, spans, global_spans=glob)  # one spawn
+    _close(got, enc.embed_spans(text, spans, global_spans=glob), "2 ranks embed_spans")

@@ -321,5 +321,70 @@ def encoder_on_devices(encoder, tokens, *, devices: int, global_mask=None, posit
     return out[0]
 
 
-__all__ = ["ShardedEncoder", "ShardedSelfAttention", "shard_encoder", "unshard_encoder", "encode_sequential",
+# ---------------------------------------------------------------------------------------------------
+# The Encoder API (longdoc.model.Encoder) with sharding: what `longdoc ask --devices N` uses.
+
+
+def _sharded_encoder_class():
+    from longdoc.model.embed import Encoder
+
+    class ShardedEncode(Encoder):
+        """An ``Encoder`` whose ``encode`` (and so ``embed_spans``) runs sharded; same results, same
+        fingerprint. ``devices > 1``: that many local ranks; ``shard_tokens``: one device, shards of
+        that many tokens one after another."""
+
+        def __init__(self, enc, devices, shard_tokens, backend):
+            super().__init__(enc.net, enc.tokenizer, name=enc.name, fingerprint=enc.fingerprint, path=enc.path)
+            self.devices, self.shard_tokens, self.backend = devices, shard_tokens, backend
+
+        @torch.inference_mode()
+        def encode(self, tokens, *, global_mask=None, position_ids=None, positions=None, segment_starts=None):
+            n = len(tokens)
+            if position_ids is None:
+                position_ids = self.position_ids(n, positions=positions, segment_starts=segment_starts)
+            gm = None if global_mask is None else global_mask.bool().cpu()[None]
+            ids, pos = tokens.ids[None], position_ids.cpu()[None]
+            if self.devices > 1:
+                out = encode_on_devices(self.net, ids, pos, global_mask=gm, devices=self.devices, backend=self.backend)
+            elif self.shard_tokens and n > self.shard_tokens:
+                out = encode_sequential(self.net, ids, pos, global_mask=gm, shard_len=self.shard_tokens)
+            else:
+                return super().encode(tokens, global_mask=global_mask, position_ids=position_ids)
+            return out[0].float().to(self.device)
+
+    return ShardedEncode
+
+
+def on_devices(encoder, devices: int = 1, *, shard_tokens: int | None = None, backend=None):
+    """``encoder`` (a ``longdoc.model.Encoder``) with ``encode`` spread over `devices` local ranks
+    (torchrun's ranks when run under it), or, with one device and ``shard_tokens``, computed in shards
+    of that many tokens one after another. Returns the encoder itself when neither applies."""
+    if devices <= 1 and not shard_tokens:
+        return encoder
+    return _sharded_encoder_class()(encoder, devices, shard_tokens, backend)
+
+
+def resolve_devices(devices, n_tokens: int, cfg) -> int:
+    """``--devices`` as a count: an int as given; "auto" = every visible GPU when the estimated memory
+    of one forward over n_tokens exceeds 80% of one GPU's free memory, else 1."""
+    if devices != "auto":
+        return int(devices)
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return 1
+    free, _ = torch.cuda.mem_get_info(0)
+    return torch.cuda.device_count() if estimate_bytes(cfg, n_tokens, 1) > 0.8 * free else 1
+
+
+def estimate_bytes(cfg, n_tokens: int, ranks: int, dtype_bytes: int = 2) -> int:
+    """Peak bytes of one rank's inference forward, the fit of docs/sharding.md "Memory": weights, about
+    10 live values per row and channel (x, q|k|v, the kernel's padded copies, output, FFN chunk) over
+    the rank's rows plus its halo, a fixed 256 MiB for the CPU kernel's score working set, and one
+    byte per token of layout flags."""
+    C, h = cfg.hidden_size, max(w * d for w, d in zip(cfg.windows, cfg.dilations))
+    params = cfg.num_layers * (12 * C * C + 13 * C) + (cfg.vocab_size + cfg.max_positions) * C
+    rows = -(-n_tokens // ranks) + 2 * h
+    return (params + 10 * rows * C) * dtype_bytes + (256 << 20) + n_tokens
+
+
+__all__ = ["on_devices", "resolve_devices", "estimate_bytes", "ShardedEncoder", "ShardedSelfAttention", "shard_encoder", "unshard_encoder", "encode_sequential",
            "encode_shard", "encode_on_devices", "encoder_on_devices"]
