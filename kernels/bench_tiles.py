@@ -23,24 +23,34 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--w", type=int, default=256)
     p.add_argument("--bwd", action="store_true")
+    p.add_argument("--fwd-configs", default="", help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
+    p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
     a = p.parse_args(argv)
     q, k, v, gidx = make_inputs(a.n, a.d, a.G)
     f = useful_flops(a.n, a.d, a.w, a.G, H=HEADS)
     print(f"# n={a.n} d={a.d} w={a.w} G={a.G}: forward tiles (BLOCK_M, BLOCK_N, warps, stages)", flush=True)
     res = []
-    for bm, bn, warps, stages in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4)):
+    sweep = itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4))
+    if a.fwd_configs:
+        sweep = [tuple(int(x) for x in c.split(",")) + (one,) for c in a.fwd_configs.split(";") for one in (0, 1)]
+    else:
+        sweep = [c + (0,) for c in sweep]
+    for bm, bn, warps, stages, one in sweep:
         if (bm == 256 and warps == 4) or (bm == 64 and warps == 8) or bm * bn > 256 * 64 or (a.d == 128 and bn == 128 and stages > 2):
             continue
         ta._FWD_OVERRIDE = (bm, bn, warps, stages)
+        ta._ONE_LOOP = bool(one)
         try:
             fn = lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)  # noqa: E731
             ms = do_bench(fn, warmup=20, rep=100, return_mode="median")
         except Exception as e:  # out of shared memory or registers: skip the config
             print(f"({bm},{bn},{warps},{stages}) failed: {type(e).__name__}", flush=True)
             continue
-        res.append((ms, (bm, bn, warps, stages)))
-        print(f"({bm},{bn},{warps},{stages}) {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
+        res.append((ms, (bm, bn, warps, stages, one)))
+        print(f"({bm},{bn},{warps},{stages}){' one loop, all masked' if one else ''} {ms:.3f} ms "
+              f"{f / ms / 1e9:.0f} TFLOP/s", flush=True)
     ta._FWD_OVERRIDE = None
+    ta._ONE_LOOP = False
     for ms, cfg in sorted(res)[:5]:
         print(f"best {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} useful TFLOP/s")
     if a.bwd:
@@ -49,7 +59,7 @@ def main(argv=None):
         out = ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)
         do = torch.randn_like(out)
         base = ta._blocks
-        default = base(a.d)
+        default = base(a.d, torch.bfloat16)
         f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
         sets = [dict(default)]
         for kv_n, kv_m, kvw in ((128, 64, 8), (128, 32, 4), (64, 64, 4), (128, 128, 8)):
@@ -57,7 +67,7 @@ def main(argv=None):
         for dq_m, dq_n, dqw in ((128, 32, 4), (128, 128, 8), (64, 64, 4), (128, 64, 4)):
             sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw))
         for t in sets:
-            ta._blocks = lambda d, t=t: t  # noqa: E731
+            ta._blocks = lambda *_, t=t: t  # noqa: E731
             try:
                 ms = do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
                               warmup=20, rep=100, return_mode="median")
@@ -67,6 +77,21 @@ def main(argv=None):
             print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']}) dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']}) "
                   f"{ms:.3f} ms {f_bwd / ms / 1e9:.0f} TFLOP/s", flush=True)
         ta._blocks = base
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        for _ in range(3):
+            out = ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)
+            torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                out = ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)
+                torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
                      stride_bb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
                      H, N, window, qk_scale, DIL: tl.constexpr,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
+                     ONE_LOOP: tl.constexpr = False):
     """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band."""
     pid_m = tl.program_id(0)
     pid_z = tl.program_id(1)  # (b * H + h) * DIL + r
@@ -172,7 +173,7 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
         acc = tl.dot(p.to(vg.dtype), vg, acc, input_precision=DOT_PREC)
 
     n_blk, key0, k_lo, k_hi, boundary = _band_split(m0, n_r, window, BLOCK_M, BLOCK_N)
-    if boundary:
+    if ONE_LOOP or boundary:  # ONE_LOOP: every block masked, one loop (a measured alternative)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
                                         0, n_blk, key0, n_r, window, qk_scale,
                                         HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
@@ -306,6 +307,46 @@ def _bwd_preprocess_kernel(O, DO, Delta, stride_ob, stride_oh, stride_om, stride
     tl.store(Delta + pid_z.to(tl.int64) * N + offs_m, tl.sum(o * do, 1), mask=m_in)
 
 
+@triton.jit
+def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, stride_dm, stride_lm, k, v, kbias, k_idx,
+                    n_r, window, qk_scale, blk_lo, blk_hi, row0,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+    """dK, dV of one key block from query blocks ``blk_lo <= t < blk_hi`` (rows ``row0 + t*BLOCK_M + ...``).
+
+    Rows outside the sequence load q = dO = 0 and LSE = +inf, so their probabilities are exactly 0;
+    only ``MASKED`` blocks check the band edges.
+    """
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    for t in range(blk_lo, blk_hi):
+        q_idx = row0 + t * BLOCK_M + offs_m
+        rows = q_idx.to(tl.int64)
+        if MASKED:
+            q_in = (q_idx >= 0) & (q_idx < n_r)
+            q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :], mask=q_in[:, None], other=0.0)
+            do = tl.load(do_base + rows[:, None] * stride_dm + offs_d[None, :], mask=q_in[:, None], other=0.0)
+            lse2 = tl.load(lse2_base + rows * stride_lm, mask=q_in, other=float("inf"))
+            delta = tl.load(delta_base + rows * stride_lm, mask=q_in, other=0.0)
+        else:
+            q = tl.load(q_base + rows[:, None] * stride_qm + offs_d[None, :])
+            do = tl.load(do_base + rows[:, None] * stride_dm + offs_d[None, :])
+            lse2 = tl.load(lse2_base + rows * stride_lm)
+            delta = tl.load(delta_base + rows * stride_lm)
+        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, BLOCK_M)
+        if HAS_BIAS:
+            qkT += kbias[:, None]
+        pT = tl.math.exp2(qkT - lse2[None, :])
+        if MASKED:
+            rel = k_idx[:, None] - q_idx[None, :]
+            pT = tl.where((rel <= window) & (rel >= -window), pT, 0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    return dk, dv
+
+
 @triton.jit(do_not_specialize=["N", "window"])
 def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
                           stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
@@ -347,32 +388,25 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
     k_in = k_idx < n_r
     k = tl.load(k_base + k_idx.to(tl.int64)[:, None] * (stride_kn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
     v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * (stride_vn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
+    kbias = tl.zeros([BLOCK_N], dtype=tl.float32)
     if HAS_BIAS:
         kbias = tl.load(KB + b64 * stride_bb + r64 + k_idx.to(tl.int64) * DIL, mask=k_in, other=float("-inf"))
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
     n_blk, row0, t_lo, t_hi, boundary = _band_split(n0, n_r, window, BLOCK_N, BLOCK_M)
-    for t in range(0, n_blk):
-        masked = boundary | (t < t_lo) | (t >= t_hi)
-        q_idx = row0 + t * BLOCK_M + offs_m
-        q_in = (q_idx >= 0) & (q_idx < n_r)
-        rows = q_idx.to(tl.int64)
-        q = tl.load(q_base + rows[:, None] * sq + offs_d[None, :], mask=q_in[:, None], other=0.0)
-        do = tl.load(do_base + rows[:, None] * sdo + offs_d[None, :], mask=q_in[:, None], other=0.0)
-        lse2 = tl.load(LSE2 + row_base + rows * DIL, mask=q_in, other=float("inf"))
-        delta = tl.load(Delta + row_base + rows * DIL, mask=q_in, other=0.0)
-        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, BLOCK_M)
-        if HAS_BIAS:
-            qkT += kbias[:, None]
-        pT = tl.math.exp2(qkT - lse2[None, :])
-        if masked:
-            rel = k_idx[:, None] - q_idx[None, :]
-            pT = tl.where((rel <= window) & (rel >= -window), pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
-        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    lse_base = LSE2 + row_base
+    delta_base = Delta + row_base
+    if boundary:
+        dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
+                                 n_r, window, qk_scale, 0, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+    else:
+        dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
+                                 n_r, window, qk_scale, 0, t_lo, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+        dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
+                                 n_r, window, qk_scale, t_lo, t_hi, row0, HEAD_DIM, BLOCK_M, False, HAS_BIAS, DOT_PREC)
+        dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
+                                 n_r, window, qk_scale, t_hi, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
     out_rows = (bh * N + r64 + k_idx.to(tl.int64) * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
     tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
@@ -612,11 +646,11 @@ def _reduce_partials_kernel(P, Dst, GPOS, n_chunks, stride_pb, scale, H, G, N,
 # is at most 2w+1 keys wide, so BLOCK_M beyond 128 wastes a growing triangle of masked scores
 # (BLOCK_M / (2w + 1) of the work), and BLOCK_M below 64 under-fills Hopper's 64-row wgmma. Each
 # config costs about a second of compile time, and the target is under 10 s per shape bucket.
-_FWD_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2),
+_FWD_CONFIGS = [  # the four fastest of a 40-config sweep at n=64k, d=64, w=256, G=16 (bench_tiles.py)
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
 ]
 
 
@@ -634,21 +668,23 @@ else:
 
 
 _FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner
+_ONE_LOOP = False  # True: mask every band block in one loop (kernels/bench_tiles.py compares)
 
 
-def _blocks(head_dim: int) -> dict:
+def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
     """Fixed tiles of the kernels that are not autotuned (the backward ones are not, because two of
     them add into their outputs and an autotuner's repeated runs would add twice).
 
     fwd_m/fwd_n: forward tiles when the autotuner is bypassed; kv_n/kv_m: the dK/dV kernel's key
     block and query step; dq_m/dq_n: the dQ kernel's query block and key step. A 64-row tile gets 4
-    warps: one Hopper warpgroup per 64 rows (Triton 3.6 faulted with 8 warps on 64-row tiles here).
+    warps: one Hopper warpgroup per 64 rows (with 8 warps on a 64-row dQ tile, Triton 3.6 on the H100 made
+    a kernel that faulted with an illegal address; 4 warps run correctly).
     """
     if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w
         return dict(fwd_m=16, fwd_n=16, kv_n=16, kv_m=16, kv_warps=4, dq_m=16, dq_n=16, dq_warps=4, glob=16)
-    if head_dim >= 128:
+    if head_dim >= 128 or dtype == torch.float32:  # twice the bytes per tile: halve the tiles
         return dict(fwd_m=128, fwd_n=64, kv_n=64, kv_m=32, kv_warps=4, dq_m=64, dq_n=32, dq_warps=4, glob=64)
-    return dict(fwd_m=128, fwd_n=64, kv_n=128, kv_m=64, kv_warps=8, dq_m=128, dq_n=64, dq_warps=8, glob=64)
+    return dict(fwd_m=128, fwd_n=64, kv_n=128, kv_m=64, kv_warps=8, dq_m=128, dq_n=32, dq_warps=4, glob=64)
 
 
 def _chunk(n: int, block: int, programs_per_head: int = 64) -> int:
@@ -722,7 +758,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     prec = _dot_precision(q.dtype)
     dummy = kb
     n_r_max = -(-N // dilation)
-    t = _blocks(D)
+    t = _blocks(D, q.dtype)
     bm, bn, warps, stages = t["fwd_m"], t["fwd_n"], 4, 2  # the interpreter ignores warps and stages
     args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -731,7 +767,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
             kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
             gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
             H, N, window, qk_scale)
-    meta = dict(DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec)
+    meta = dict(DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, ONE_LOOP=_ONE_LOOP)
     if _INTERPRET or _FWD_OVERRIDE is not None:  # fixed tiles (the interpreter; kernels/bench_tiles.py)
         if _FWD_OVERRIDE is not None:
             bm, bn, warps, stages = _FWD_OVERRIDE
@@ -779,7 +815,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     kb, has_bias = _key_bias(q, key_padding_mask)
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
-    t = _blocks(D)
+    t = _blocks(D, q.dtype)
 
     delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
     _bwd_preprocess_kernel[(triton.cdiv(N, 128), B * H)](
