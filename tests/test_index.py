@@ -143,6 +143,9 @@ def test_vectors_are_documented_little_endian_float32(tree):
         np.testing.assert_allclose(np.frombuffer(blob, dtype="<f4"), bag_vector(text), atol=1e-6)
         assert (tree / path).read_text()[start:end] == text
     with sqlite3.connect(db_path(tree)) as c:
+        for text, local in c.execute("SELECT text, local FROM segments"):
+            np.testing.assert_allclose(np.frombuffer(local, dtype="<f4"), bag_vector(text), atol=1e-6)
+    with sqlite3.connect(db_path(tree)) as c:
         assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert c.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
         m = c.execute("SELECT schema_version, root, model_fingerprint, dim FROM manifest").fetchone()
@@ -204,12 +207,18 @@ def test_pending_migration_applied_or_rebuild_requested(tree, monkeypatch):
         Store(db_path(tree))
 
 
-def test_damaged_database_gives_a_clear_error(tree):
+def test_damaged_or_old_database_clear_error_then_rebuild(tree):
     db = db_path(tree)
     db.parent.mkdir(parents=True)
     db.write_bytes(b"this is not an sqlite database" * 100)
-    with pytest.raises(LongdocError, match="damaged"):
+    with pytest.raises(LongdocError, match="damaged.*--rebuild"):
         build(tree, encoder=HashEncoder())
+    assert len(build(tree, encoder=HashEncoder(), rebuild=True).encoded) == 4
+    with sqlite3.connect(db) as c:  # pretend it was written in format 1, before `local` vectors
+        c.execute("PRAGMA user_version = 1")
+    with pytest.raises(LongdocError, match="index format changed.*--rebuild"):
+        build(tree, encoder=HashEncoder())
+    assert len(build(tree, encoder=HashEncoder(), rebuild=True).encoded) == 4
 
 
 # -- search ----------------------------------------------------------------------------------------

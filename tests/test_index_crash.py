@@ -59,11 +59,12 @@ def check_db(root: Path) -> tuple[int, int]:
         files = {r[0]: r[1:] for r in c.execute("SELECT id, path, sha256, error FROM files")}
         n_seg = 0
         per_file: dict[int, list[int]] = {}
-        for fid, ord_, start, end, text, blob in c.execute(
-                "SELECT file_id, ord, char_start, char_end, text, vector FROM segments"):
+        for fid, ord_, start, end, text, blob, local in c.execute(
+                "SELECT file_id, ord, char_start, char_end, text, vector, local FROM segments"):
             assert fid in files, "segment of a file row that does not exist"
-            assert len(blob) == DIM * 4
+            assert len(blob) == len(local) == DIM * 4
             np.testing.assert_allclose(np.frombuffer(blob, "<f4"), bag_vector(text), atol=1e-6)
+            np.testing.assert_allclose(np.frombuffer(local, "<f4"), bag_vector(text), atol=1e-6)
             per_file.setdefault(fid, []).append(ord_)
             path, sha, _ = files[fid]
             disk = root / path
@@ -124,6 +125,7 @@ def kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
         files, _ = check_db(root)
         if not finished and files != before or not finished and committed_since(root, t_spawn):
             mid_run += 1
+    print(f"{kills} kills, {mid_run} in the middle of an index run, 0 damaged")  # shown with -rP
     # the kills landed while files were being written, not only before or after the run
     assert mid_run >= kills // 3, f"only {mid_run} of {kills} kills interrupted an index run"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

@@ -220,6 +220,8 @@ def build(
     lock = IndexLock(db)
     lock.acquire(wait=wait, on_wait=on_wait)
     try:
+        if rebuild:
+            _remove_db(db)  # also the way out of a damaged or older-format index
         with Store(db, root=str(root)) as store:
             store.init_manifest(str(root), __version__)
             manifest = store.manifest()
@@ -228,11 +230,8 @@ def build(
             listing = list_files(root, opts, files_from)
             entries = [e for e in listing.files if not _inside(e.path, db.parent)]
             report = Report(root=str(root), db=str(db), skipped=listing.skipped)
-            if rebuild:
-                store.clear()
-                report.rebuilt = True
-                manifest = store.manifest()
-            elif manifest.get("model_fingerprint") and lazy.loaded:
+            report.rebuilt = rebuild
+            if not rebuild and manifest.get("model_fingerprint") and lazy.loaded:
                 msg = model_mismatch(str(root), manifest, lazy.get())
                 if msg:
                     raise LongdocError(msg)
@@ -252,6 +251,13 @@ def build(
         lock.release()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _remove_db(db: Path) -> None:
+    with db_errors(db):
+        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            if p.exists():
+                p.unlink()
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -305,6 +311,10 @@ def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, lo
                               time.monotonic() - t_enc, e.rel))
 
 
+def _numpy(x):
+    return x.float().numpy() if hasattr(x, "numpy") else x
+
+
 def _encode_one(store: Store, e: Entry, encoder, report: Report, load, segment, password) -> int:
     """Encode one file and swap in its rows; returns its token count. Load failures are recorded."""
     t_read = time.time()
@@ -328,14 +338,16 @@ def _encode_one(store: Store, e: Entry, encoder, report: Report, load, segment, 
         report.failed.append((e.rel, msg))
         return 0
     rows = _segments_for(doc, segment(doc))
-    n_tokens, vectors = 0, None
+    n_tokens, vectors, local = 0, None, None
     if rows:
         tokens = encoder.tokenize(doc.text)
         n_tokens = len(tokens)
-        vectors = encoder.embed_spans(doc.text, [(r.char_start, r.char_end) for r in rows], tokens=tokens)
-        vectors = vectors.float().numpy() if hasattr(vectors, "numpy") else vectors
+        vectors = _numpy(encoder.embed_spans(doc.text, [(r.char_start, r.char_end) for r in rows], tokens=tokens))
+        # Each segment alone too: on docstring -> function retrieval the two rankings are complementary
+        # (docs/index.md), and a short text is cheap next to the whole file.
+        local = _numpy(encoder.embed_texts([r.text for r in rows]))
     store.replace_file(e.rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=doc.kind,
                        language=doc.language, n_tokens=n_tokens, n_pages=doc.n_pages, error=None,
-                       segments=rows, vectors=vectors, indexed_at=t_read)
+                       segments=rows, vectors=vectors, local=local, indexed_at=t_read)
     report.encoded.append(e.rel)
     return n_tokens

@@ -1,5 +1,6 @@
-"""Questions over an indexed tree: dense cosine over the stored vectors, BM25 over the stored text
-(SQLite FTS5, porter-stemmed), fused by reciprocal rank exactly as ``ask`` fuses them on one file.
+"""Questions over an indexed tree: three rankings of the stored segments fused by reciprocal rank (the
+fusion ``ask`` uses): cosine to the in-context vectors, cosine to the segment-alone vectors, and BM25
+over the stored text and labels (SQLite FTS5, porter-stemmed; identifiers split at ``_``).
 
 The reported score is the dense cosine (as for ``ask``), so ``--threshold`` means the same thing on
 a file and on a tree. Paths in results are relative to the indexed root; a stored path that would
@@ -165,7 +166,8 @@ def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve, w_dense, 
     ids, vecs = store.vectors(file_ids)
     if len(ids) == 0:
         return [Answer(q, []) for q in questions]
-    dense = retrieve.dense_scores(vecs, qvecs)  # (Q, S)
+    dense = retrieve.dense_scores(vecs, qvecs)  # (Q, S) segments in their file's context
+    local = retrieve.dense_scores(store.vectors(file_ids, "local")[1], qvecs)  # (Q, S) segments alone
     lexical = np.zeros_like(dense)
     col = {int(i): j for j, i in enumerate(ids)}
     for qi, q in enumerate(questions):
@@ -176,7 +178,7 @@ def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve, w_dense, 
             j = col.get(sid)
             if j is not None:
                 lexical[qi, j] = score
-    fused = retrieve.rank_fusion(dense, lexical, weights=[w_dense, w_lex])
+    fused = retrieve.rank_fusion(dense, local, lexical, weights=[w_dense, w_dense, w_lex])
     tops = retrieve.top_k(fused, k)
     rows = store.segments(sorted({int(ids[j]) for t in tops for j in t}))
     answers = []

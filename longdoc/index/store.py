@@ -1,6 +1,6 @@
 """The index database: one SQLite file per indexed root, readable with the ``sqlite3`` shell.
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
     manifest  one row: schema_version, root, model_fingerprint (the encoder's: weights + config),
               model (name), tokenizer (hash of its definition), window (radius), dim, model_key
@@ -10,10 +10,12 @@ Layout (schema version 1)::
               mtime_ns, kind, language, n_tokens, n_pages, error (why it holds no segments), indexed_at
               (unix seconds taken *before* the file was read: see build._RACY_S)
     segments  one row per passage: file_id, ord, char_start/char_end (into the loaded text), line_start/
-              line_end (1-based, inclusive), page (PDFs), kind, label, text, vector
+              line_end (1-based, inclusive), page (PDFs), kind, label, text, vector (the segment's tokens
+              pooled from the whole file's encoding: it knows its surroundings), local (the segment
+              encoded alone, as a chunk embedder would)
     segments_fts  FTS5 over (label, text), external content = segments, porter-stemmed: the BM25 side
 
-``vector`` is ``dim`` little-endian IEEE-754 float32 values (``dim * 4`` bytes), L2-normalised, i.e.
+``vector`` and ``local`` are ``dim`` little-endian IEEE-754 float32 values (``dim * 4`` bytes), L2-normalised, i.e.
 ``numpy.frombuffer(blob, "<f4")``. Nothing is pickled.
 
 Durability: WAL journal; every file's rows (its ``files`` row, segments, vectors and FTS entries) are
@@ -105,6 +107,8 @@ MIGRATIONS: list[Migration] = [
             VALUES ('delete', old.id, old.label, old.text);
         END;
     """),
+    # 2: a second vector per segment, the segment encoded alone; vectors of version 1 indexes lack it.
+    Migration(2, "ALTER TABLE segments ADD COLUMN local BLOB;", rebuild=True),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -285,13 +289,15 @@ class Store:
     def replace_file(self, path: str, *, sha256: str, size: int, mtime_ns: int, kind: str | None,
                      language: str | None, n_tokens: int, n_pages: int | None, error: str | None,
                      segments: Sequence[SegmentRow], vectors: np.ndarray | None,
-                     indexed_at: float) -> None:
+                     indexed_at: float, local: np.ndarray | None = None) -> None:
         """Swap in a file's new rows atomically: all of them or, after a crash, none."""
         dim = self.conn.execute("SELECT dim FROM manifest WHERE id = 1").fetchone()
         if segments:
             vectors = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
-            if vectors.shape[0] != len(segments) or (dim and dim[0] and vectors.shape[1] != dim[0]):
-                raise ValueError(f"{path}: {vectors.shape} vectors for {len(segments)} segments")
+            local = np.ascontiguousarray(local, dtype=VECTOR_DTYPE)
+            for v in (vectors, local):
+                if v.shape[0] != len(segments) or (dim and dim[0] and v.shape[1] != dim[0]):
+                    raise ValueError(f"{path}: {v.shape} vectors for {len(segments)} segments")
         with self.transaction() as c:
             self._delete_file(c, path)
             cur = c.execute(
@@ -301,9 +307,9 @@ class Store:
             fid = cur.lastrowid
             c.executemany(
                 "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"
-                " kind, label, text, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " kind, label, text, vector, local) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(fid, i, s.char_start, s.char_end, s.line_start, s.line_end, s.page, s.kind, s.label,
-                  s.text, vectors[i].tobytes()) for i, s in enumerate(segments)])
+                  s.text, vectors[i].tobytes(), local[i].tobytes()) for i, s in enumerate(segments)])
 
     def touch_files(self, stats: Sequence[tuple[str, int, int]], verified_at: float) -> None:
         """Record new ``(path, size, mtime_ns)`` stats of files whose content hash did not change."""
@@ -323,16 +329,6 @@ class Store:
             for p in paths:
                 self._delete_file(c, p)
 
-    def clear(self) -> None:
-        """Drop every file, segment and the model record (a rebuild), in one transaction."""
-        with self.transaction() as c:
-            c.execute("DELETE FROM segments")
-            c.execute("DELETE FROM files")
-            c.execute("INSERT INTO segments_fts(segments_fts) VALUES ('rebuild')")
-            c.execute("UPDATE manifest SET model_fingerprint = NULL, model = NULL, tokenizer = NULL,"
-                      " window = NULL, dim = NULL, model_key = NULL, updated_at = ? WHERE id = 1",
-                      (time.time(),))
-
     # -- reading --------------------------------------------------------------------------------
     def counts(self) -> dict:
         f, err, tok = self.conn.execute(
@@ -340,9 +336,12 @@ class Store:
         s = self.conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
         return {"files": f, "failed": err, "tokens": tok, "segments": s}
 
-    def vectors(self, file_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids (S,), vectors (S, dim) float32)`` of all segments, or those of ``file_ids``."""
-        sql = "SELECT id, vector FROM segments"
+    def vectors(self, file_ids: Sequence[int] | None = None, column: str = "vector") -> tuple[np.ndarray, np.ndarray]:
+        """``(ids (S,), vectors (S, dim) float32)`` of all segments, or those of ``file_ids``;
+        ``column`` is "vector" (in context) or "local" (alone)."""
+        if column not in ("vector", "local"):
+            raise ValueError(column)
+        sql = f"SELECT id, {column} FROM segments"
         params: tuple = ()
         if file_ids is not None:
             sql += f" WHERE file_id IN ({','.join('?' * len(file_ids))})"
