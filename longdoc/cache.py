@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS questions (model TEXT NOT NULL, question TEXT NOT NUL
 CREATE TABLE IF NOT EXISTS lexical (passages TEXT NOT NULL, question TEXT NOT NULL, scores BLOB NOT NULL,
                                     PRIMARY KEY (passages, question));
 """
+_SCHEMA_VERSION = 2  # PRAGMA user_version; a cache of another version is dropped, never migrated
 _PACKAGE = Path(__file__).resolve().parent
 # Sources whose behaviour changes vectors: a change to any of them invalidates cached vectors.
 _VECTOR_CODE = ("model", "kernels", "segment.py", "tokens.py")
@@ -86,7 +87,12 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(_SCHEMA)
+            if self.db.execute("PRAGMA user_version").fetchone()[0] != _SCHEMA_VERSION:
+                with self.db:  # it is only a cache: start it afresh rather than migrate
+                    for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+                        self.db.execute(f'DROP TABLE "{name}"')
+                    self.db.executescript(_SCHEMA)
+                    self.db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except (OSError, sqlite3.Error):
             # A read-only or full cache dir must not stop `ask`: run without a cache.
             self.db = None
@@ -94,7 +100,10 @@ class Cache:
     def _get(self, sql, args):
         if self.db is None:
             return None
-        return self.db.execute(sql, args).fetchone()
+        try:
+            return self.db.execute(sql, args).fetchone()
+        except sqlite3.Error:
+            return None  # a damaged cache is a miss, never an error
 
     def _put(self, sql, args):
         if self.db is None:

@@ -39,8 +39,12 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
               help="Attention radius in tokens (each token sees 2w+1 neighbours).")
 @click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the content-hash cache.")
+@click.option("--devices", default="1", show_default=True, envvar="LONGDOC_DEVICES",
+              help="Shard the sequence over N local devices (processes), or 'auto'.")
+@click.option("--shard-tokens", type=click.IntRange(min=64), default=None,
+              help="On one device, encode shards of this many tokens one after another.")
 def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, color, quiet, model, window,
-            password, no_cache):
+            password, no_cache, devices, shard_tokens):
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
@@ -62,7 +66,11 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
             err = render.console(stderr=True, color=color)
             show = err.is_terminal and not quiet and not (as_json or as_jsonl)
             with err.status(f"reading {path}") if show else nullcontext() as status:
-                engine = Engine(model=model, window=window, use_cache=not no_cache)
+                if devices != "auto" and not devices.isdigit():
+                    raise LongdocError(f"--devices must be a number or 'auto', not {devices!r}")
+                engine = Engine(model=model, window=window, use_cache=not no_cache,
+                                devices=devices if devices == "auto" else int(devices),
+                                shard_tokens=shard_tokens)
                 doc = engine.load(path, password=password)
                 if not quiet:
                     for w in doc.warnings:

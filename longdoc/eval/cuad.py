@@ -126,59 +126,142 @@ def _cached_vectors(tag: str, text: str, spans, compute) -> np.ndarray:
     return vecs
 
 
+FOLDS = 5  # contract-level cross-validation of the ranker head
+META = frozenset({"Document Name", "Parties", "Agreement Date", "Effective Date"})
+
+
+@dataclass
+class Scored:
+    """One contract's candidate spans and (Q, S) scores under one system."""
+
+    spans: list
+    scores: np.ndarray
+
+
+def _score_contract(c: Contract, queries, systems, encoder, qvecs) -> dict[str, Scored]:
+    base = word_windows(c.text)
+    base_txt = [c.text[s:e] for s, e in base]
+    out: dict[str, Scored] = {}
+    if "floor" in systems:
+        out["floor"] = Scored(base, np.tile(-np.arange(len(base), dtype=np.float32), (len(queries), 1)))
+    if "bm25-plain" in systems:
+        out["bm25-plain"] = Scored(base, retrieve.lexical_scores(base_txt, queries, stem=False))
+    if {"bm25", "rrf"} & set(systems):
+        out["bm25"] = Scored(base, retrieve.lexical_scores(base_txt, queries))
+    if {"minilm", "rrf"} & set(systems):
+        vecs = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, base,
+                               lambda: encoder.embed_texts(base_txt).numpy())
+        out["minilm"] = Scored(base, retrieve.dense_scores(vecs, qvecs))
+    if "rrf" in systems:
+        out["rrf"] = Scored(base, retrieve.rank_fusion(out["bm25"].scores, out["minilm"].scores))
+    if any(s.startswith("longdoc") for s in systems):
+        from longdoc.segment import segment
+        from longdoc.sources.document import Document
+        from longdoc.tasks import rank
+
+        segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"))]
+        seg_txt = [c.text[s:e] for s, e in segs]
+        vecs = _cached_vectors(f"long|{encoder.fingerprint}", c.text, segs,
+                               lambda: encoder.embed_spans(c.text, segs).numpy())
+        dense = retrieve.dense_scores(vecs, qvecs)
+        lex = retrieve.lexical_scores(seg_txt, queries)
+        if "longdoc-iso" in systems:
+            iso = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, segs,
+                                  lambda: encoder.embed_texts(seg_txt).numpy())
+            out["longdoc-iso"] = Scored(segs, retrieve.dense_scores(iso, qvecs))
+        out["longdoc-dense"] = Scored(segs, dense)
+        out["longdoc-bm25"] = Scored(segs, lex)
+        out["longdoc-rrf"] = Scored(segs, retrieve.rank_fusion(dense, lex))
+        out["features"] = Scored(segs, rank.features(dense, lex, segs, len(c.text)))
+    return out
+
+
+def _labels(spans, gold) -> np.ndarray:
+    return np.array([any(s < ge and gs < e for gs, ge in gold) for s, e in spans], dtype=np.float64)
+
+
+def _training_rows(items, categories):
+    """Positive pairs' (passage features, overlaps-gold label) rows of the given contracts."""
+    X, y = [], []
+    for c, sc in items:
+        f = sc["features"]
+        for qi, cat in enumerate(categories):
+            if cat in c.gold:
+                X.append(f.scores[qi])
+                y.append(_labels(f.spans, c.gold[cat]))
+    return np.concatenate(X), np.concatenate(y)
+
+
+def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.9) -> float:
+    """The no-answer cut on the top passage's probability: the highest that still lets the top result
+    through on ``keep`` of the pairs that do have a clause. Reviewers would rather read a weak
+    passage than miss a clause, so recall on positives sets it; the negatives' rate is reported."""
+    return float(np.quantile(np.asarray(pos_top), 1.0 - keep))
+
+
 def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
-             window: int | None = None, positions: str | None = None) -> dict[str, dict]:
+             window: int | None = None, positions: str | None = None, train_out: Path | None = None):
+    """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
+    other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
+    a head that saw it; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
+    from longdoc.tasks import rank
+
     contracts, categories = load_contracts(data, limit)
     queries = [query_for(c) for c in categories]
-    tallies = {s: Tally() for s in systems}
-    need_model = any(s not in ("floor", "bm25") for s in systems)
+    need_model = any(s not in ("floor", "bm25", "bm25-plain") for s in systems)
     if need_model and encoder is None:
         from longdoc.model import load_encoder
 
         encoder = load_encoder(window=window, positions=positions)
     qvecs = encoder.embed_texts(queries).numpy() if need_model else None
     t0 = time.time()
+    scored = []
     for ci, c in enumerate(contracts):
-        base = word_windows(c.text)
-        base_txt = [c.text[s:e] for s, e in base]
-        scores: dict[str, tuple[list, np.ndarray]] = {}
-        if "floor" in systems:
-            scores["floor"] = (base, np.tile(-np.arange(len(base), dtype=np.float32), (len(queries), 1)))
-        if "bm25-plain" in systems:
-            scores["bm25-plain"] = (base, retrieve.lexical_scores(base_txt, queries, stem=False))
-        if {"bm25", "rrf"} & set(systems):
-            scores["bm25"] = (base, retrieve.lexical_scores(base_txt, queries))
-        if {"minilm", "rrf"} & set(systems):
-            vecs = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, base,
-                                   lambda: encoder.embed_texts(base_txt).numpy())
-            scores["minilm"] = (base, retrieve.dense_scores(vecs, qvecs))
-        if "rrf" in systems:
-            scores["rrf"] = (base, retrieve.rank_fusion(scores["bm25"][1], scores["minilm"][1]))
-        if any(s.startswith("longdoc") for s in systems):
-            from longdoc.segment import segment
-            from longdoc.sources.document import Document
+        scored.append((c, _score_contract(c, queries, systems, encoder, qvecs)))
+        log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
 
-            segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"))]
-            seg_txt = [c.text[s:e] for s, e in segs]
-            vecs = _cached_vectors(f"long|{encoder.fingerprint}", c.text, segs,
-                                   lambda: encoder.embed_spans(c.text, segs).numpy())
-            dense = retrieve.dense_scores(vecs, qvecs)
-            lex = retrieve.lexical_scores(seg_txt, queries)
-            if "longdoc-iso" in systems:
-                iso = _cached_vectors(f"iso|{encoder.fingerprint}", c.text, segs,
-                                      lambda: encoder.embed_texts(seg_txt).numpy())
-                scores["longdoc-iso"] = (segs, retrieve.dense_scores(iso, qvecs))
-            scores["longdoc-dense"] = (segs, dense)
-            scores["longdoc-bm25"] = (segs, lex)
-            scores["longdoc"] = (segs, retrieve.rank_fusion(dense, lex))
-        for name in systems:
-            spans, sc = scores[name]
+    if "longdoc" in systems:  # cross-validated head
+        pos_top, neg_top = [], []
+        for k in range(FOLDS):
+            train = [x for i, x in enumerate(scored) if i % FOLDS != k]
+            w, b = rank.fit(*_training_rows(train, categories))
+            head = rank.Ranker(w, b, 0.5, {})
+            for i, (c, sc) in enumerate(scored):
+                if i % FOLDS == k:
+                    prob = head.probability(sc["features"].scores)
+                    sc["longdoc"] = Scored(sc["features"].spans, prob)
+                    for qi, cat in enumerate(categories):
+                        (pos_top if cat in c.gold else neg_top).append(float(prob[qi].max()))
+        threshold = _pick_threshold(pos_top, neg_top)
+        no_answer = {"threshold": threshold, "positives_cleared": float(np.mean(np.asarray(pos_top) >= threshold)),
+                     "negatives_cleared": float(np.mean(np.asarray(neg_top) >= threshold)),
+                     "negatives": len(neg_top)}
+    if "longdoc (shipped head)" in systems:
+        shipped = rank.Ranker.load()
+        for c, sc in scored:
+            sc["longdoc (shipped head)"] = Scored(sc["features"].spans, shipped.probability(sc["features"].scores))
+
+    rows, by_group = {}, {}
+    for name in systems:
+        t, tg = Tally(), {"metadata": Tally(), "other": Tally()}
+        for c, sc in scored:
+            spans, s = sc[name].spans, sc[name].scores
             for qi, cat in enumerate(categories):
                 if cat in c.gold:
-                    order = np.argsort(-sc[qi], kind="stable")
-                    tallies[name].add(spans, order, c.gold[cat])
-        log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
-    return {name: t.row() for name, t in tallies.items()}
+                    order = np.argsort(-s[qi], kind="stable")
+                    t.add(spans, order, c.gold[cat])
+                    tg["metadata" if cat in META else "other"].add(spans, order, c.gold[cat])
+        rows[name] = t.row()
+        by_group[name] = {g: x.row() for g, x in tg.items()}
+    extra = {"by_group": by_group}
+    if "longdoc" in systems:
+        extra["no_answer"] = no_answer
+    if train_out is not None:
+        w, b = rank.fit(*_training_rows(scored, categories))
+        rank.Ranker(w, b, no_answer["threshold"], {
+            "trained_on": f"CUAD dev, {len(contracts)} contracts, queries '<category> clause?'",
+            "cv_R@5": rows["longdoc"]["R@5"], "cv_threshold": no_answer}).save(train_out)
+    return rows, extra
 
 
 def format_table(rows: dict[str, dict]) -> str:
@@ -192,13 +275,28 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--limit", type=int, default=None, help="first N contracts only")
-    ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc")
+    ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc-rrf,longdoc")
     ap.add_argument("--window", type=int, default=None, help="encoder radius (default: the model's)")
     ap.add_argument("--positions", choices=["tile", "restart"], default=None)
+    ap.add_argument("--train-ranker", action="store_true",
+                    help="refit the ranker head on all the contracts given and write longdoc/tasks/ranker.json")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    rows = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions)
-    print(json.dumps(rows, indent=2) if a.json else format_table(rows))
+    from longdoc.tasks import rank
+
+    rows, extra = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions,
+                           train_out=rank.WEIGHTS_FILE if a.train_ranker else None)
+    if a.json:
+        print(json.dumps({"systems": rows, **extra}, indent=2))
+        return
+    print(format_table(rows))
+    for group in ("metadata", "other"):
+        print(f"\n{group} categories:\n" + format_table({n: g[group] for n, g in extra["by_group"].items()}))
+    if "no_answer" in extra:
+        na = extra["no_answer"]
+        print(f"\nno answer (cross-validated): threshold {na['threshold']:.3f}; top result clears it on "
+              f"{na['positives_cleared']:.1%} of positive pairs and {na['negatives_cleared']:.1%} of the "
+              f"{na['negatives']} negative pairs")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`ask`: the passages of a document that answer each question.
 
 Flow: Document -> segments -> passage vectors (whole document through the long-context encoder,
-mean-pooled per segment) -> dense scores, fused by reciprocal rank with BM25 over the same
-segments -> top k. Everything the model computes is cached by content hash (``longdoc.cache``), so
+mean-pooled per segment) -> dense cosines and BM25 over the same segments -> the ranker head
+(``rank.py``) turns them into one probability per passage -> top k. Everything the model computes is cached by content hash (``longdoc.cache``), so
 a repeated question on an unchanged file neither loads the model nor imports torch.
 """
 from __future__ import annotations
@@ -19,14 +19,9 @@ from longdoc.config import resolve_model_dir
 from longdoc.errors import LongdocError
 from longdoc.results import Answer, Hit
 from longdoc.sources.document import Document
-from longdoc.tasks import retrieve
+from longdoc.tasks import rank, retrieve
+from longdoc.tasks.rank import Ranker
 
-# Fusion weights of the dense and lexical rankings (reciprocal-rank fusion); see docs/eval.md for the
-# CUAD dev measurement that chose them.
-DENSE_WEIGHT = 1.0
-LEXICAL_WEIGHT = 1.0
-# Default "no answer" cut on the reported score (dense cosine of the best passage); see docs/eval.md.
-DEFAULT_THRESHOLD = 0.0
 
 
 @dataclass
@@ -51,6 +46,8 @@ class Engine:
     model: str | None = None
     window: int | None = None
     use_cache: bool = True
+    devices: int | str = 1  # ranks to shard the sequence over ("auto": every GPU when one is too small)
+    shard_tokens: int | None = None  # one device, shards of this many tokens one after another
     _encoder: object = field(default=None, init=False, repr=False)
     _cache: Cache | None = field(default=None, init=False, repr=False)
 
@@ -66,6 +63,16 @@ class Engine:
 
             self._encoder = load_encoder(str(self.model_dir), window=self.window)
         return self._encoder
+
+    def _encoder_for(self, n_chars: int):
+        """The encoder, sharded across devices when asked (sharding is exact: same vectors)."""
+        enc = self.encoder
+        if self.devices in (1, "1", None) and not self.shard_tokens:
+            return enc
+        from longdoc.shard import on_devices, resolve_devices
+
+        n = resolve_devices(self.devices, n_chars // 3, enc.cfg)  # ~3+ chars per token: an upper bound
+        return on_devices(enc, n, shard_tokens=self.shard_tokens)
 
     def load(self, path: str, *, password: str | None = None) -> Document:
         """The source's Document, from the cache when the file's bytes were seen before."""
@@ -104,7 +111,7 @@ class Engine:
         if hit is not None and hit[0] == spans:
             vecs = hit[1]
         else:
-            vecs = self.encoder.embed_spans(doc.text, spans).float().numpy()
+            vecs = self._encoder_for(len(doc.text)).embed_spans(doc.text, spans).float().numpy()
             if self._cache:
                 self._cache.put_passages(key, spans, vecs)
         return Passages(doc, spans, [s.label for s in segs], vecs, key)
@@ -132,10 +139,10 @@ class Engine:
         return np.stack([got[q] for q in questions])
 
 
-def score_passages(dense: np.ndarray, lexical: np.ndarray):
-    """(fused ranking scores, reported scores), both (Q, S), from dense cosines and BM25 (Q, S)."""
-    fused = retrieve.rank_fusion(dense, lexical, weights=[DENSE_WEIGHT, LEXICAL_WEIGHT])
-    return fused, dense
+def score_passages(passages: Passages, dense: np.ndarray, lexical: np.ndarray, ranker: Ranker) -> np.ndarray:
+    """(Q, S) probability that each passage overlaps an answer, from dense cosines and BM25 (Q, S)."""
+    feats = rank.features(dense, lexical, passages.spans, len(passages.doc.text))
+    return ranker.probability(feats)
 
 
 def _heat(passages: Passages, scores: np.ndarray, buckets: int) -> list[float]:
@@ -160,25 +167,27 @@ def ask(
     k: int = 5,
     threshold: float | None = None,
 ) -> list[Answer]:
-    """Answer every question on one document. A result is kept only when its score clears
-    ``threshold`` (default ``DEFAULT_THRESHOLD``)."""
+    """Answer every question on one document. A result's score is the ranker's probability that the
+    passage holds the answer; it is kept only when it clears ``threshold`` (default: the ranker's
+    calibrated no-answer cut)."""
     questions = [q.strip() for q in questions]
     if not questions or any(not q for q in questions):
         raise LongdocError("empty question")
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    ranker = Ranker.load()
+    threshold = ranker.threshold if threshold is None else threshold
     passages = engine.passages(doc)
     dense = retrieve.dense_scores(passages.vectors, engine.question_vectors(questions))
-    fused, reported = score_passages(dense, engine.lexical_scores(passages, questions))
+    prob = score_passages(passages, dense, engine.lexical_scores(passages, questions), ranker)
     answers = []
     for qi, q in enumerate(questions):
         hits = []
-        for p in retrieve.top_k(fused[qi:qi + 1], k)[0]:
-            score = float(reported[qi, p])
+        for p in retrieve.top_k(prob[qi:qi + 1], k)[0]:
+            score = float(prob[qi, p])
             if score < threshold:
                 continue
             s, e = passages.spans[p]
             hits.append(Hit(path=doc.path, char_start=s, char_end=e, page=doc.page_of(s),
                             line_start=doc.line_of(s), line_end=doc.line_of(max(s, e - 1)),
                             score=round(score, 4), text=doc.text[s:e], label=passages.labels[p]))
-        answers.append(Answer(q, hits, heat=_heat(passages, reported[qi], buckets=60)))
+        answers.append(Answer(q, hits, heat=_heat(passages, prob[qi], buckets=60)))
     return answers

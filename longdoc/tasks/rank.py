@@ -1,0 +1,98 @@
+"""The ranker: turns dense and lexical evidence about each passage into one calibrated probability.
+
+For every (question, passage) pair a handful of query-agnostic features is computed from the dense
+cosine (long-context encoder), the BM25 score, and where the passage sits in the document; a
+logistic-regression head maps them to P(passage overlaps an answer). The head's weights live in
+``ranker.json`` beside this file (named weights, no pickle) and were fitted on the CUAD dev split by
+``python -m longdoc.eval.cuad --train-ranker``, which also reports the contract-level
+cross-validated figures (docs/eval.md). Because the output is a probability, it is also what the
+``--threshold`` of ``ask`` cuts on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from longdoc.tasks import retrieve
+
+WEIGHTS_FILE = Path(__file__).with_name("ranker.json")
+
+# Feature names, in column order. "lead" marks the first passages of a document (title, parties,
+# dates live there in most contracts and reports); "position" is the start offset over the length.
+FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "position", "lead", "log_len",
+            "dense_z_lead")
+LEAD_PASSAGES = 2
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    """Per-row z-score (a document's passages are the population)."""
+    return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+
+
+def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]], text_len: int) -> np.ndarray:
+    """(Q, S, F) features from the (Q, S) dense cosines and BM25 scores of a document's passages."""
+    Q, S = dense.shape
+    starts = np.array([s for s, _ in spans], dtype=np.float64)
+    lengths = np.array([e - s for s, e in spans], dtype=np.float64)
+    lead = (np.arange(S) < LEAD_PASSAGES).astype(np.float64)
+    row = lambda v: np.broadcast_to(v, (Q, S))
+    dense_z = _z(dense)
+    cols = {
+        "lex_z": _z(lexical),
+        "dense_z": dense_z,
+        "lex_rr": 10.0 / (10.0 + retrieve.ranks(lexical)),
+        "dense_rr": 10.0 / (10.0 + retrieve.ranks(dense)),
+        "lex_rel": lexical / (lexical.max(1, keepdims=True) + 1e-6),
+        "dense": dense,
+        "position": row(starts / max(text_len, 1)),
+        "lead": row(lead),
+        "log_len": row(np.log(lengths + 1.0) - 6.0),
+        "dense_z_lead": dense_z * lead,
+    }
+    return np.stack([cols[f] for f in FEATURES], axis=-1).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Ranker:
+    weights: np.ndarray  # (F,)
+    bias: float
+    threshold: float  # default no-answer cut on the probability
+    meta: dict
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS_FILE) -> "Ranker":
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        if tuple(d["features"]) != FEATURES:
+            raise ValueError(f"{path}: ranker features {d['features']} do not match this version {FEATURES}")
+        return cls(np.array([d["weights"][f] for f in FEATURES]), float(d["bias"]), float(d["threshold"]),
+                   d.get("meta", {}))
+
+    def save(self, path: Path = WEIGHTS_FILE) -> None:
+        d = {"features": list(FEATURES), "weights": dict(zip(FEATURES, map(float, self.weights))),
+             "bias": self.bias, "threshold": self.threshold, "meta": self.meta}
+        Path(path).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+
+    def probability(self, feats: np.ndarray) -> np.ndarray:
+        """(Q, S) probability that each passage overlaps an answer."""
+        return 1.0 / (1.0 + np.exp(-(feats @ self.weights + self.bias)))
+
+
+def fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by L-BFGS: X (M, F), y (M,) in {0, 1} -> (weights, bias)."""
+    from scipy.optimize import minimize
+
+    Xb = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+
+    def loss(w):
+        s = Xb @ w
+        # log(1 + e^s) computed stably; gradient (sigmoid(s) - y)
+        ll = np.logaddexp(0.0, s).sum() - (y * s).sum() + l2 * (w[:-1] ** 2).sum()
+        p = 1.0 / (1.0 + np.exp(-s))
+        g = Xb.T @ (p - y) + 2 * l2 * np.r_[w[:-1], 0.0]
+        return ll, g
+
+    w = minimize(loss, np.zeros(Xb.shape[1]), jac=True, method="L-BFGS-B").x
+    return w[:-1], float(w[-1])
