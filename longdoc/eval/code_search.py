@@ -208,6 +208,8 @@ def run(package: str, limit: int | None, model: str | None) -> dict:
             "ablation: FTS5 BM25 over text + labels alone": fts,
             "ablation: MiniLM chunks + FTS5, RRF": retrieve.rank_fusion(chunk, fts),
             "ablation: in-context + FTS5, RRF": retrieve.rank_fusion(ctx, fts),
+            **{f"ablation: in-context (weight {w}) + chunks + FTS5, RRF":
+               retrieve.rank_fusion(ctx, chunk, fts, weights=[w, 1.0, 1.0]) for w in (0.25, 0.5)},
         }
         for name, scores in systems.items():
             results[name] = [first_hit(r, seg_meta, q) for r, q in zip(ranked(scores), queries)]

@@ -24,6 +24,11 @@ from .store import Store
 # Candidates taken from the lexical side per question; beyond this depth a passage's reciprocal
 # rank (1/(60+r)) is under a fifth of the best one's and cannot lift it into a top 10.
 LEXICAL_DEPTH = 300
+# Reciprocal-rank fusion weights of (in-context cosine, segment-alone cosine, FTS5 BM25), chosen on the
+# docstring -> function check (python -m longdoc.eval.code_search; docs/index.md).
+FUSION_WEIGHTS = (1.0, 1.0, 1.0)
+# Default cut on the reported score (the in-context cosine): keep everything ranked.
+DEFAULT_THRESHOLD = -1.0
 _STOPWORDS = frozenset("""a an and are as at be by for from has have if in into is it its of on or
 that the their then there these this to was were will with which what when where who how do does
 return returns""".split())
@@ -91,7 +96,6 @@ def search(
     ``encoder`` (tests, evaluation) replaces the model named by ``model``.
     """
     from longdoc.tasks import retrieve
-    from longdoc.tasks.ask import DEFAULT_THRESHOLD, DENSE_WEIGHT, LEXICAL_WEIGHT
 
     questions = [q.strip() for q in questions]
     if not questions or any(not q for q in questions):
@@ -143,8 +147,7 @@ def search(
                 if engine is not None and enc is engine._encoder:
                     _remember_model_key(db, root, engine.identity)
             qvecs = _as_numpy(enc.embed_texts(questions))
-        return _rank(store, questions, qvecs, k, threshold, lang, glob,
-                     retrieve, DENSE_WEIGHT, LEXICAL_WEIGHT)
+        return _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve)
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -161,7 +164,7 @@ def _remember_model_key(db: Path, root: Path, key: str) -> None:
         pass
 
 
-def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve, w_dense, w_lex) -> list[Answer]:
+def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve) -> list[Answer]:
     file_ids = _file_filter(store, lang, glob)
     ids, vecs = store.vectors(file_ids)
     if len(ids) == 0:
@@ -178,7 +181,7 @@ def _rank(store, questions, qvecs, k, threshold, lang, glob, retrieve, w_dense, 
             j = col.get(sid)
             if j is not None:
                 lexical[qi, j] = score
-    fused = retrieve.rank_fusion(dense, local, lexical, weights=[w_dense, w_dense, w_lex])
+    fused = retrieve.rank_fusion(dense, local, lexical, weights=list(FUSION_WEIGHTS))
     tops = retrieve.top_k(fused, k)
     rows = store.segments(sorted({int(ids[j]) for t in tops for j in t}))
     answers = []
