@@ -217,7 +217,7 @@ def run(package: str, limit: int | None, model: str | None) -> dict:
         answers = search(root, qtexts, k=K_MAX, threshold=-2.0, encoder=enc, index_dir=index_dir, update=False)
         t_batch = time.perf_counter() - t
         id_of = {(s.path, s.char_start): sid for sid, s in meta.items()}
-        results["longdoc: in-context + chunks + FTS5, RRF (`longdoc ask DIR`)"] = [
+        results["longdoc: in-context (0.25) + chunks + FTS5, RRF (`longdoc ask DIR`)"] = [
             first_hit([id_of[(h.path, h.char_start)] for h in a.results], seg_meta, q)
             for a, q in zip(answers, queries)]
 
