@@ -382,7 +382,6 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
     sdo = stride_dm * DIL
 
     offs_n = tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     k_idx = n0 + offs_n
     k_in = k_idx < n_r
@@ -947,8 +946,9 @@ torch.library.register_autograd("longdoc::local_global_attention_fwd", _backward
 
 
 class LocalGlobalAttention(torch.autograd.Function):
-    """Autograd wrapper over the custom ops (for callers who prefer ``.apply``; the custom op already
-    carries its own autograd formula, which is what ``torch.compile`` traces)."""
+    """Forward and backward custom ops tied together for autograd. ``torch.compile`` traces this
+    Function and keeps each custom op as one opaque node, so the graph does not break. (The forward
+    op also carries the same formula through ``register_autograd``, for callers of the op itself.)"""
 
     @staticmethod
     def forward(ctx, q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, window, dilation, scale):
