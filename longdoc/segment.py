@@ -570,3 +570,17 @@ def _line_blocks(text: str, start: int, end: int, label: str | None) -> list[_Bl
     if s < e:
         blocks.append(_Block(s, e, "lines", label))
     return blocks
+
+
+def word_windows(text: str, size: int = 120, overlap: int = 30) -> list[tuple[int, int]]:
+    """Char spans of fixed passages of at most ``size`` words, consecutive ones sharing ``overlap``
+    words: the usual chunking of retrieval baselines, and a second, structure-blind view of a document
+    that the ranker uses beside the segments."""
+    words = [m.span() for m in re.finditer(r"\S+", text)]
+    spans, step = [], size - overlap
+    for i in range(0, len(words), step):
+        chunk = words[i : i + size]
+        spans.append((chunk[0][0], chunk[-1][1]))
+        if i + size >= len(words):
+            break
+    return spans

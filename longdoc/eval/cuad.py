@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from longdoc.segment import word_windows
 from longdoc.tasks import retrieve
 
 K_MAX = 10
@@ -30,20 +31,6 @@ K_MAX = 10
 
 def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cuad"
-
-
-def word_windows(text: str, size: int = 120, overlap: int = 30) -> list[tuple[int, int]]:
-    """Char spans of passages of at most ``size`` words, consecutive ones sharing ``overlap`` words."""
-    words = [m.span() for m in re.finditer(r"\S+", text)]
-    spans, step = [], size - overlap
-    for i in range(0, max(len(words), 1), step):
-        chunk = words[i : i + size]
-        if not chunk:
-            break
-        spans.append((chunk[0][0], chunk[-1][1]))
-        if i + size >= len(words):
-            break
-    return spans
 
 
 @dataclass
