@@ -33,7 +33,7 @@ _STOP = frozenset("the a an and or of to in on for by with is are be this that w
 
 def console(stderr: bool = False, color: str = "auto", width: int | None = None, file=None) -> Console:
     """A themed console; ``color`` is auto | always | never (NO_COLOR is honoured for auto)."""
-    force = {"always": True, "never": False}.get(color)
+    force = True if color == "always" else None  # "never" keeps the layout, drops the colour
     return Console(theme=THEME, stderr=stderr, file=file, width=width, force_terminal=force,
                    no_color=(color == "never") or None, highlight=False, soft_wrap=False)
 
