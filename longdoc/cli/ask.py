@@ -43,8 +43,11 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
               help="Shard the sequence over N local devices (processes), or 'auto'.")
 @click.option("--shard-tokens", type=click.IntRange(min=64), default=None,
               help="On one device, encode shards of this many tokens one after another.")
+@click.option("--lang", multiple=True, help="Indexed directory: only files of this language (repeatable).")
+@click.option("--glob", "globs", multiple=True, help="Indexed directory: only paths matching (gitignore syntax).")
+@click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Indexed directory: its in-tree index.")
 def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, color, quiet, model, window,
-            password, no_cache, devices, shard_tokens):
+            password, no_cache, devices, shard_tokens, lang, globs, index_dir):
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
@@ -57,7 +60,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         if path != "-" and Path(path).is_dir():
             from longdoc.index import search
 
-            answers = search(path, qs, k=k, threshold=threshold, model=model)
+            answers = search(path, qs, k=k, threshold=threshold, model=model, window=window,
+                             lang=list(lang) or None, glob=list(globs) or None, index_dir=index_dir)
         else:
             if path != "-" and not os.path.exists(path):
                 raise LongdocError(f"{path}: no such file")
