@@ -157,8 +157,11 @@ def test_two_indexers_one_waits_one_refuses(tmp_path):
     root = tmp_path / "tree"
     write_tree(root, rng, 0)
     env = child_env(tmp_path, delay=DELAY)
+    # The first indexer runs ~9 s so that the others, which take seconds just to start on a loaded
+    # 2-core machine, certainly meet its lock.
+    slow_env = child_env(tmp_path, delay=0.3)
     base = [sys.executable, "-m", "longdoc", "index", str(root), "-q"]
-    first = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(base, env=slow_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = db_path(root).with_name(db_path(root).name + ".lock")
     deadline = time.monotonic() + 20
     while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
