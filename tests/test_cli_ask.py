@@ -137,3 +137,15 @@ def test_real_model_finds_the_governing_law_clause_in_a_real_pdf():
     hits = json.loads(r.stdout)[0]["results"]
     assert any("governed by" in h["text"] and "laws" in h["text"] for h in hits)
     assert all(h["page"] >= 1 for h in hits)
+
+
+def test_devices_2_gives_the_same_answer_as_one(tiny_model_dir, contract):
+    """`--devices 2` shards the sequence over two gloo processes on the CPU; the result is exact."""
+    args = ["ask", str(contract), "termination?", "--json", "--threshold", "-1", "--no-cache",
+            "--model", str(tiny_model_dir)]
+    one = invoke(args)
+    two = invoke(args + ["--devices", "2"])
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    a, b = json.loads(one.stdout)[0]["results"], json.loads(two.stdout)[0]["results"]
+    assert [h["char_start"] for h in a] == [h["char_start"] for h in b]
+    assert [h["score"] for h in a] == pytest.approx([h["score"] for h in b], abs=1e-4)
