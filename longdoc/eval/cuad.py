@@ -125,7 +125,7 @@ class Scored:
     scores: np.ndarray
 
 
-def _score_contract(c: Contract, queries, systems, encoder, qvecs) -> dict[str, Scored]:
+def _score_contract(c: Contract, queries, systems, encoder, qvecs, seg_opts=None) -> dict[str, Scored]:
     base = word_windows(c.text)
     base_txt = [c.text[s:e] for s, e in base]
     out: dict[str, Scored] = {}
@@ -146,7 +146,7 @@ def _score_contract(c: Contract, queries, systems, encoder, qvecs) -> dict[str, 
         from longdoc.sources.document import Document
         from longdoc.tasks import rank
 
-        segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"))]
+        segs = [(s.start, s.end) for s in segment(Document(path=c.doc, text=c.text, kind="text"), **(seg_opts or {}))]
         seg_txt = [c.text[s:e] for s, e in segs]
         vecs = _cached_vectors(f"long|{encoder.fingerprint}", c.text, segs,
                                lambda: encoder.embed_spans(c.text, segs).numpy())
@@ -187,7 +187,8 @@ def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.
 
 
 def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
-             window: int | None = None, positions: str | None = None, train_out: Path | None = None):
+             window: int | None = None, positions: str | None = None, train_out: Path | None = None,
+             seg_opts: dict | None = None):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
     a head that saw it; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
@@ -204,7 +205,7 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
     t0 = time.time()
     scored = []
     for ci, c in enumerate(contracts):
-        scored.append((c, _score_contract(c, queries, systems, encoder, qvecs)))
+        scored.append((c, _score_contract(c, queries, systems, encoder, qvecs, seg_opts)))
         log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
 
     if "longdoc" in systems:  # cross-validated head
@@ -265,6 +266,8 @@ def main(argv=None):
     ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc-rrf,longdoc")
     ap.add_argument("--window", type=int, default=None, help="encoder radius (default: the model's)")
     ap.add_argument("--positions", choices=["tile", "restart"], default=None)
+    ap.add_argument("--max-chars", type=int, default=None, help="segmenter's passage cap (default: its own)")
+    ap.add_argument("--min-chars", type=int, default=None, help="segmenter's merge floor (default: its own)")
     ap.add_argument("--train-ranker", action="store_true",
                     help="refit the ranker head on all the contracts given and write longdoc/tasks/ranker.json")
     ap.add_argument("--json", action="store_true")
@@ -272,7 +275,8 @@ def main(argv=None):
     from longdoc.tasks import rank
 
     rows, extra = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions,
-                           train_out=rank.WEIGHTS_FILE if a.train_ranker else None)
+                           train_out=rank.WEIGHTS_FILE if a.train_ranker else None,
+                           seg_opts={k: v for k, v in (("max_chars", a.max_chars), ("min_chars", a.min_chars)) if v})
     if a.json:
         print(json.dumps({"systems": rows, **extra}, indent=2))
         return
