@@ -179,6 +179,15 @@ def _training_rows(items, categories):
     return np.concatenate(X), np.concatenate(y)
 
 
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U over ranks)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(scores)
+    n1, n0 = labels.sum(), (1 - labels).sum()
+    return float((r[labels == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.9) -> float:
     """The no-answer cut on the top passage's probability: the highest that still lets the top result
     through on ``keep`` of the pairs that do have a clause. Reviewers would rather read a weak
@@ -208,22 +217,31 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         scored.append((c, _score_contract(c, queries, systems, encoder, qvecs, seg_opts)))
         log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
 
-    if "longdoc" in systems:  # cross-validated head
-        pos_top, neg_top = [], []
+    if "longdoc" in systems:  # cross-validated heads: each contract scored by heads fitted on the others
+        pair_fold, pair_pos, pair_x = [], [], []
         for k in range(FOLDS):
             train = [x for i, x in enumerate(scored) if i % FOLDS != k]
             w, b = rank.fit(*_training_rows(train, categories))
-            head = rank.Ranker(w, b, 0.5, {})
             for i, (c, sc) in enumerate(scored):
                 if i % FOLDS == k:
-                    prob = head.probability(sc["features"].scores)
+                    prob = 1.0 / (1.0 + np.exp(-(sc["features"].scores @ w + b)))
                     sc["longdoc"] = Scored(sc["features"].spans, prob)
+                    ax = rank.answer_features(prob, sc["longdoc-dense"].scores, sc["longdoc-bm25"].scores)
                     for qi, cat in enumerate(categories):
-                        (pos_top if cat in c.gold else neg_top).append(float(prob[qi].max()))
-        threshold = _pick_threshold(pos_top, neg_top)
-        no_answer = {"threshold": threshold, "positives_cleared": float(np.mean(np.asarray(pos_top) >= threshold)),
-                     "negatives_cleared": float(np.mean(np.asarray(neg_top) >= threshold)),
-                     "negatives": len(neg_top)}
+                        pair_fold.append(k)
+                        pair_pos.append(cat in c.gold)
+                        pair_x.append(ax[qi])
+        pair_fold, pair_pos, pair_x = np.array(pair_fold), np.array(pair_pos, dtype=np.float64), np.array(pair_x)
+        answer = np.zeros(len(pair_pos))
+        for k in range(FOLDS):
+            aw, ab = rank.fit(pair_x[pair_fold != k], pair_pos[pair_fold != k])
+            answer[pair_fold == k] = 1.0 / (1.0 + np.exp(-(pair_x[pair_fold == k] @ aw + ab)))
+        pos_top, neg_top = answer[pair_pos == 1], answer[pair_pos == 0]
+        threshold = _pick_threshold(list(pos_top), list(neg_top))
+        top_prob = pair_x[:, 0]
+        no_answer = {"threshold": threshold, "positives_cleared": float(np.mean(pos_top >= threshold)),
+                     "negatives_cleared": float(np.mean(neg_top >= threshold)), "negatives": len(neg_top),
+                     "auc_answer_head": _auc(answer, pair_pos), "auc_top_probability": _auc(top_prob, pair_pos)}
     if "longdoc (shipped head)" in systems:
         shipped = rank.Ranker.load()
         for c, sc in scored:
@@ -246,9 +264,10 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         extra["no_answer"] = no_answer
     if train_out is not None:
         w, b = rank.fit(*_training_rows(scored, categories))
-        rank.Ranker(w, b, no_answer["threshold"], {
+        aw, ab = rank.fit(pair_x, pair_pos)
+        rank.Ranker(w, b, aw, ab, threshold, {
             "trained_on": f"CUAD dev, {len(contracts)} contracts, queries '<category> clause?'",
-            "cv_R@5": rows["longdoc"]["R@5"], "cv_threshold": no_answer}).save(train_out)
+            "cv": {"R@5": rows["longdoc"]["R@5"], **no_answer}}).save(train_out)
     return rows, extra
 
 
@@ -285,9 +304,10 @@ def main(argv=None):
         print(f"\n{group} categories:\n" + format_table({n: g[group] for n, g in extra["by_group"].items()}))
     if "no_answer" in extra:
         na = extra["no_answer"]
-        print(f"\nno answer (cross-validated): threshold {na['threshold']:.3f}; top result clears it on "
+        print(f"\nno answer (cross-validated answer head): cut {na['threshold']:.3f} passes "
               f"{na['positives_cleared']:.1%} of positive pairs and {na['negatives_cleared']:.1%} of the "
-              f"{na['negatives']} negative pairs")
+              f"{na['negatives']} negative pairs; ROC AUC {na['auc_answer_head']:.3f} "
+              f"(top passage probability alone: {na['auc_top_probability']:.3f})")
 
 
 if __name__ == "__main__":

@@ -168,22 +168,24 @@ def ask(
     threshold: float | None = None,
 ) -> list[Answer]:
     """Answer every question on one document. A result's score is the ranker's probability that the
-    passage holds the answer; it is kept only when it clears ``threshold`` (default: the ranker's
-    calibrated no-answer cut)."""
+    passage holds the answer. With ``threshold``, a result is kept only when its score clears it;
+    without, a question gets no results when the ranker's answer head judges that the document does
+    not answer it (its calibrated no-answer cut), and the top k otherwise."""
     questions = [q.strip() for q in questions]
     if not questions or any(not q for q in questions):
         raise LongdocError("empty question")
     ranker = Ranker.load()
-    threshold = ranker.threshold if threshold is None else threshold
     passages = engine.passages(doc)
     dense = retrieve.dense_scores(passages.vectors, engine.question_vectors(questions))
-    prob = score_passages(passages, dense, engine.lexical_scores(passages, questions), ranker)
+    lexical = engine.lexical_scores(passages, questions)
+    prob = score_passages(passages, dense, lexical, ranker)
+    answered = ranker.answerable(prob, dense, lexical) >= ranker.answer_threshold
     answers = []
     for qi, q in enumerate(questions):
         hits = []
         for p in retrieve.top_k(prob[qi:qi + 1], k)[0]:
             score = float(prob[qi, p])
-            if score < threshold:
+            if (score < threshold) if threshold is not None else not answered[qi]:
                 continue
             s, e = passages.spans[p]
             hits.append(Hit(path=doc.path, char_start=s, char_end=e, page=doc.page_of(s),

@@ -1,4 +1,5 @@
-"""The ranker: turns dense and lexical evidence about each passage into one calibrated probability.
+"""The ranker: turns dense and lexical evidence about each passage into one calibrated probability,
+and judges whether the document answers the question at all.
 
 For every (question, passage) pair a handful of query-agnostic features is computed from the dense
 cosine (long-context encoder), the BM25 score, and where the passage sits in the document; a
@@ -7,6 +8,12 @@ logistic-regression head maps them to P(passage overlaps an answer). The head's 
 ``python -m longdoc.eval.cuad --train-ranker``, which also reports the contract-level
 cross-validated figures (docs/eval.md). Because the output is a probability, it is also what the
 ``--threshold`` of ``ask`` cuts on.
+
+Whether a document answers a question at all is a second, question-level head: the passage
+probabilities are relative (a document's best passage scores well even when nothing fits), so the
+shape of the whole score distribution (best and second probability, best dense cosine and its margin
+over the mean, best BM25 and its z-score) is what tells an absent clause from a present one. Without
+``--threshold``, ``ask`` returns nothing for a question this head scores below its cut.
 """
 from __future__ import annotations
 
@@ -25,6 +32,8 @@ WEIGHTS_FILE = Path(__file__).with_name("ranker.json")
 FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "position", "lead", "log_len",
             "dense_z_lead")
 LEAD_PASSAGES = 2
+ANSWER_FEATURES = ("top_prob", "second_prob", "top_prob_margin", "dense_max", "dense_margin", "lex_max_log",
+                   "lex_max_z")
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -55,29 +64,58 @@ def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]
     return np.stack([cols[f] for f in FEATURES], axis=-1).astype(np.float64)
 
 
+def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    """(Q, len(ANSWER_FEATURES)) question-level features from the (Q, S) passage probabilities, dense
+    cosines and BM25 scores of one document."""
+    top2 = -np.sort(-prob, axis=1)[:, :2]
+    second = top2[:, 1] if prob.shape[1] > 1 else np.zeros(len(prob))
+    lmax = lexical.max(1)
+    return np.stack([
+        top2[:, 0], second, top2[:, 0] - prob.mean(1),
+        dense.max(1), dense.max(1) - dense.mean(1),
+        np.log1p(lmax), (lmax - lexical.mean(1)) / (lexical.std(1) + 1e-6),
+    ], axis=1)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 @dataclass(frozen=True)
 class Ranker:
-    weights: np.ndarray  # (F,)
+    weights: np.ndarray  # (F,) passage head
     bias: float
-    threshold: float  # default no-answer cut on the probability
+    answer_weights: np.ndarray  # (len(ANSWER_FEATURES),) question-level "is it answered here" head
+    answer_bias: float
+    answer_threshold: float  # default no-answer cut on answerable()
     meta: dict
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_FILE) -> "Ranker":
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-        if tuple(d["features"]) != FEATURES:
-            raise ValueError(f"{path}: ranker features {d['features']} do not match this version {FEATURES}")
-        return cls(np.array([d["weights"][f] for f in FEATURES]), float(d["bias"]), float(d["threshold"]),
-                   d.get("meta", {}))
+        if tuple(d["features"]) != FEATURES or tuple(d["answer"]["features"]) != ANSWER_FEATURES:
+            raise ValueError(f"{path}: ranker features do not match this version of longdoc")
+        a = d["answer"]
+        return cls(np.array([d["weights"][f] for f in FEATURES]), float(d["bias"]),
+                   np.array([a["weights"][f] for f in ANSWER_FEATURES]), float(a["bias"]),
+                   float(a["threshold"]), d.get("meta", {}))
 
     def save(self, path: Path = WEIGHTS_FILE) -> None:
         d = {"features": list(FEATURES), "weights": dict(zip(FEATURES, map(float, self.weights))),
-             "bias": self.bias, "threshold": self.threshold, "meta": self.meta}
+             "bias": self.bias,
+             "answer": {"features": list(ANSWER_FEATURES),
+                        "weights": dict(zip(ANSWER_FEATURES, map(float, self.answer_weights))),
+                        "bias": self.answer_bias, "threshold": self.answer_threshold},
+             "meta": self.meta}
         Path(path).write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
         """(Q, S) probability that each passage overlaps an answer."""
-        return 1.0 / (1.0 + np.exp(-(feats @ self.weights + self.bias)))
+        return _sigmoid(feats @ self.weights + self.bias)
+
+    def answerable(self, prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+        """(Q,) probability that the document answers each question at all."""
+        return _sigmoid(answer_features(prob, dense, lexical) @ self.answer_weights + self.answer_bias)
 
 
 def fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
