@@ -1,9 +1,10 @@
 """`ask`: the passages of a document that answer each question.
 
 Flow: Document -> segments -> passage vectors (whole document through the long-context encoder,
-mean-pooled per segment) -> dense cosines and BM25 over the same segments -> the ranker head
-(``rank.py``) turns them into one probability per passage -> top k. Everything the model computes is cached by content hash (``longdoc.cache``), so
-a repeated question on an unchanged file neither loads the model nor imports torch.
+mean-pooled per segment) -> dense cosines and BM25 over the same segments -> the ranker heads
+(``rank.py``): one probability per passage, and whether the document answers the question -> top k.
+Everything the model computes is cached by content hash (``longdoc.cache``), so a repeated question
+on an unchanged file neither loads the model nor imports torch.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from longdoc.results import Answer, Hit
 from longdoc.sources.document import Document
 from longdoc.tasks import rank, retrieve
 from longdoc.tasks.rank import Ranker
-
 
 
 @dataclass
