@@ -51,6 +51,13 @@ def _deadline(seconds: float | None):
             signal.setitimer(signal.ITIMER_REAL, max(1e-3, old_timer[0]), old_timer[1])
 
 
+def _rearm(seconds: float | None) -> None:
+    """Restart the ``_deadline`` alarm: the limit is per step (opening, then each page), so a long but
+    healthy PDF (thousands of pages) is never cut off while one stuck page still is."""
+    if seconds and threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
 @contextlib.contextmanager
 def _quiet_pypdf():
     """Silence pypdf's log lines (one per repaired defect or unsupported CMap, even at ERROR level):
@@ -79,10 +86,10 @@ def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | N
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
-    started = time.monotonic()
+    started = [time.monotonic()]  # start of the current step
 
     def check():
-        if timeout and time.monotonic() - started > timeout:
+        if timeout and time.monotonic() - started[0] > timeout:
             raise _Timeout()
 
     try:
@@ -106,6 +113,8 @@ def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | N
             failed: list[int] = []
             for i in range(n):
                 check()
+                started[0] = time.monotonic()
+                _rearm(timeout)
                 try:
                     texts.append(_clean_page(pages[i].extract_text() or ""))
                 except (_Timeout, FileNotDecryptedError):
@@ -115,7 +124,7 @@ def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | N
                     failed.append(i + 1)
     except _Timeout:
         raise LongdocError(
-            f"{name}: PDF text extraction took longer than the {timeout:g} s limit"
+            f"{name}: PDF text extraction took longer than the {timeout:g} s limit (per page)"
         ) from None
     except FileNotDecryptedError:
         raise LongdocError(f"{name}: encrypted PDF; give its password with --password") from None
