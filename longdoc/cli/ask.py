@@ -28,7 +28,8 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(min=1),
               help="Passages per question.")
 @click.option("--threshold", type=float, default=None,
-              help="Keep only passages scoring at least this (default: the calibrated no-answer cut).")
+              help="Keep every passage whose probability is at least this. Default: the top k, or none "
+                   "when the answer head judges that the document does not answer the question.")
 @click.option("--questions-file", type=click.File("r", encoding="utf-8"), help="One question per line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per question.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per result, streamed.")
@@ -51,7 +52,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
-    Exit status: 0 when a passage cleared the threshold, 1 when none did, 2 on error.
+    Each result's score is the probability that the passage holds the answer.
+    Exit status: 0 when some question got a passage, 1 when none did, 2 on error.
     """
     from longdoc import render
 
