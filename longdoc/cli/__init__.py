@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from contextlib import contextmanager
 
 import click
 
@@ -31,6 +32,21 @@ class _LazyGroup(click.Group):
         if name not in _VERBS:
             return None
         return importlib.import_module(f"longdoc.cli.{_VERBS[name]}").command
+
+
+@contextmanager
+def errors_as_json(enabled: bool):
+    """In --json / --jsonl modes a LongdocError goes to stderr as one JSON object (exit 2), so a
+    pipeline reading JSON never has to parse prose; otherwise it reaches main() as a one-line error."""
+    try:
+        yield
+    except LongdocError as e:
+        if not enabled:
+            raise
+        from longdoc.render import error_json
+
+        error_json(str(e))
+        sys.exit(2)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from longdoc.cli import errors_as_json
 from longdoc.errors import LongdocError
 
 
@@ -57,7 +58,7 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     """
     from longdoc import render
 
-    try:
+    with errors_as_json(as_json or as_jsonl):
         qs = _questions(questions, questions_file)
         if path != "-" and Path(path).is_dir():
             from longdoc.index import search
@@ -84,11 +85,6 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                 if status:
                     status.update(f"encoding {path} ({len(doc.text):,} chars)")
                 answers = ask(doc, qs, engine=engine, k=k, threshold=threshold)
-    except LongdocError as e:
-        if as_json or as_jsonl:
-            render.error_json(str(e))
-            sys.exit(2)
-        raise
     if as_json:
         render.answers_json(answers)
     elif as_jsonl:

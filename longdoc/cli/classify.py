@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from longdoc.cli import errors_as_json
 from longdoc.errors import LongdocError
 
 _COMMON = [
@@ -49,7 +50,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
     from longdoc.tasks import classify as C
 
     results = []
-    try:
+    with errors_as_json(as_json or as_jsonl):
         given = sum(x is not None for x in (labels_spec, labels_file, preset, head_path))
         if given != 1:
             raise LongdocError("give exactly one of --labels, --labels-file, --preset, --head")
@@ -79,11 +80,6 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
             results.append(r)
             if as_jsonl:
                 render_classify.classify_jsonl_one(r)
-    except LongdocError as e:
-        if as_json or as_jsonl:
-            render.error_json(str(e))
-            sys.exit(2)
-        raise
     if as_json:
         render_classify.classify_json(results)
     elif not as_jsonl:

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from longdoc.cli import errors_as_json
 from longdoc.errors import LongdocError
 
 
@@ -42,7 +43,7 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
     from longdoc.tasks.xref import xref
 
     reports = []
-    try:
+    with errors_as_json(as_json):
         engine = None
         if not no_related:
             from longdoc.tasks.ask import Engine
@@ -63,11 +64,6 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
                 raise LongdocError(f"{path}: no text")
             reports.append(xref(doc, engine=engine, related=not no_related, top=top, min_gap=min_gap,
                                 min_similarity=min_similarity))
-    except LongdocError as e:
-        if as_json:
-            render.error_json(str(e))
-            sys.exit(2)
-        raise
     if as_json:
         render_xref.xref_json(reports)
     elif fmt == "dot":

@@ -26,8 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from longdoc.shard.attention import (ShardLayout, ShardSpec, band, even_bounds, gather_rows,
-                                     global_partial, halo_pieces, merge_partials, sharded_attention)
+from longdoc.shard.attention import (ShardLayout, ShardSpec, band, even_bounds, global_partial, halo_pieces, merge_partials, sharded_attention)
 
 
 class _ShardAttentionBase(nn.Module):

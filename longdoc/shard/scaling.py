@@ -366,7 +366,6 @@ def _rank_main(o: dict, path: str):
     atol, rtol = o["atol"], o["rtol"]
     T, S = o["tokens_per_rank"], o["strong_tokens"]
     reps, warmup = o["reps"], o["warmup"]
-    C = cfg.hidden_size
     refs = {}
 
     def world_sync():

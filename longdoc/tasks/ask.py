@@ -9,7 +9,6 @@ on an unchanged file neither loads the model nor imports torch.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -6,13 +6,16 @@ Pure functions over lists and arrays, shared by `ask` on one file and by the ind
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 
 _WORD = r"(?u)\b\w\w+\b"
 
 
-def _stemmer():
+@lru_cache(maxsize=1)
+def stemmer():
+    """The English Snowball stemmer shared by BM25 and snippet highlighting (None without PyStemmer)."""
     try:  # PyStemmer is a declared dependency; keep BM25 usable without it all the same
         import Stemmer
 
@@ -28,7 +31,7 @@ def lexical_scores(passages: list[str], queries: list[str], *, stem: bool = True
 
     if not passages:
         return np.zeros((len(queries), 0), dtype=np.float32)
-    stem = _stemmer() if stem else None
+    stem = stemmer() if stem else None
     corpus = bm25s.tokenize(passages, stopwords="en" if stem else None, stemmer=stem, show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(corpus, show_progress=False)
