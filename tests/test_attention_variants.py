@@ -199,3 +199,64 @@ def test_parse_spec():
     for bad in ("nope", "lsh:stride=3", "sinks:sinks=x", "strided:stride"):
         with pytest.raises(ValueError):
             V.parse_spec(bad)
+
+
+# ---- selection: config, encoder, ask engine and CLI ------------------------------------------------
+
+
+def test_encoder_runs_every_variant_and_local_is_unchanged(tiny_model_dir):
+    from longdoc.model import load_encoder
+
+    enc = load_encoder(str(tiny_model_dir), device="cpu")
+    text = "Payment is due in thirty days. Either party may terminate on notice. " * 40
+    tok = enc.tokenize(text)
+    base = enc.encode(tok)
+    fps = {enc.fingerprint}
+    for spec in ("local", "strided:stride=16", "lsh:rounds=2,chunk=32", "sinks:sinks=2", "linear", "full"):
+        e = enc.with_attention(spec)
+        assert e.cfg.attention == spec.split(":")[0]
+        s = e.encode(tok)
+        assert s.shape == base.shape and torch.isfinite(s).all(), spec
+        if spec == "local":
+            assert torch.equal(s, base) and e.fingerprint == enc.fingerprint
+        else:
+            assert not torch.equal(s, base), spec
+            fps.add(e.fingerprint)
+        loaded = load_encoder(str(tiny_model_dir), device="cpu", attention=spec)
+        assert loaded.fingerprint == e.fingerprint
+        assert torch.equal(loaded.encode(tok), s), spec
+    assert len(fps) == 6
+
+
+def test_ask_engine_cache_key_includes_the_variant(tiny_model_dir):
+    from longdoc.errors import LongdocError
+    from longdoc.tasks.ask import Engine
+
+    plain = Engine(model=str(tiny_model_dir), use_cache=False)
+    assert Engine(model=str(tiny_model_dir), use_cache=False, attention="local").identity == plain.identity
+    ids = {Engine(model=str(tiny_model_dir), use_cache=False, attention=a).identity
+           for a in ("lsh", "lsh:rounds=3", "sinks", "strided", "linear", "full")}
+    assert len(ids) == 6 and plain.identity not in ids
+    with pytest.raises(LongdocError):
+        Engine(model=str(tiny_model_dir), use_cache=False, attention="bogus")
+
+
+def test_cli_ask_attention_option(tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text("1. Payment. Customer shall pay within thirty days.\n\n2. Governing law. Delaware law "
+                   "governs this agreement.\n\n3. Termination. Either party may terminate on notice.\n" * 5)
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    run = lambda *args, **kw: subprocess.run([sys.executable, "-m", "longdoc", "ask", str(doc), "governing law?",
+                                              "--model", str(tiny_model_dir), "--threshold", "-1", "--json", *args],
+                                             capture_output=True, text=True, timeout=300, **kw)
+    r = run("--attention", "lsh:rounds=2", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["results"]
+    r = run(env=dict(env, LONGDOC_ATTENTION="sinks"))
+    assert r.returncode == 0, r.stderr
+    r = run("--attention", "nope", env=env)
+    assert r.returncode == 2 and "attention must be one of" in r.stdout + r.stderr

@@ -39,6 +39,9 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
 @click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (safetensors).")
 @click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
               help="Attention radius in tokens (each token sees 2w+1 neighbours).")
+@click.option("--attention", envvar="LONGDOC_ATTENTION", metavar="NAME[:k=v,...]",
+              help="Attention pattern: local (default: window + global tokens), strided, lsh, sinks, linear "
+                   "or full, with parameters, e.g. lsh:rounds=4 (docs/attention.md).")
 @click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the content-hash cache.")
 @click.option("--devices", default="1", show_default=True, envvar="LONGDOC_DEVICES",
@@ -49,7 +52,7 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
 @click.option("--glob", "globs", multiple=True, help="Indexed directory: only paths matching (gitignore syntax).")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Indexed directory: its in-tree index.")
 def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, color, quiet, model, window,
-            password, no_cache, devices, shard_tokens, lang, globs, index_dir):
+            attention, password, no_cache, devices, shard_tokens, lang, globs, index_dir):
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
@@ -63,6 +66,9 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         if path != "-" and Path(path).is_dir():
             from longdoc.index import search
 
+            if attention and attention.split(":")[0].strip().lower() != "local":
+                raise LongdocError("--attention applies to a file or stdin; an indexed directory keeps the "
+                                   "pattern it was indexed with (local)")
             answers = search(path, qs, k=k, threshold=threshold, model=model, window=window,
                              lang=list(lang) or None, glob=list(globs) or None, index_dir=index_dir)
         else:
@@ -77,7 +83,7 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                     raise LongdocError(f"--devices must be a number or 'auto', not {devices!r}")
                 engine = Engine(model=model, window=window, use_cache=not no_cache,
                                 devices=devices if devices == "auto" else int(devices),
-                                shard_tokens=shard_tokens)
+                                shard_tokens=shard_tokens, attention=attention)
                 doc = engine.load(path, password=password)
                 if not quiet:
                     for w in doc.warnings:

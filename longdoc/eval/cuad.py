@@ -1,6 +1,6 @@
 """Clause finding on the CUAD dev split: longdoc against the baselines, in one run.
 
-    python -m longdoc.eval.cuad [--data ../shared/data/cuad] [--limit N] [--systems ...]
+    python -m longdoc.eval.cuad [--data ../shared/data/cuad] [--limit N] [--systems ...] [--attention NAME]
 
 For each of the dev contracts and each of CUAD's 41 categories, the query is
 ``"<category in lower case> clause?"``. A hit is a returned span overlapping a gold span. Reported:
@@ -162,6 +162,16 @@ def _score_contract(c: Contract, queries, systems, encoder, qvecs, seg_opts=None
     return out
 
 
+THIRDS = ("first", "middle", "last")
+
+
+def third_of(gold, n_chars: int) -> str:
+    """Where a clause sits ("lost in the middle"): the third of the document holding the start of its
+    first gold span."""
+    start = min(gs for gs, _ in gold)
+    return THIRDS[min(2, 3 * start // max(n_chars, 1))]
+
+
 def _labels(spans, gold) -> np.ndarray:
     return np.array([any(s < ge and gs < e for gs, ge in gold) for s, e in spans], dtype=np.float64)
 
@@ -195,7 +205,7 @@ def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.
 
 
 def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
-             window: int | None = None, positions: str | None = None, train_out: Path | None = None,
+             window: int | None = None, positions: str | None = None, attention: str | None = None, train_out: Path | None = None,
              seg_opts: dict | None = None):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
@@ -208,7 +218,7 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
     if need_model and encoder is None:
         from longdoc.model import load_encoder
 
-        encoder = load_encoder(window=window, positions=positions)
+        encoder = load_encoder(window=window, positions=positions, attention=attention)
     qvecs = encoder.embed_texts(queries).numpy() if need_model else None
     t0 = time.time()
     scored = []
@@ -246,9 +256,10 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         for c, sc in scored:
             sc["longdoc (shipped head)"] = Scored(sc["features"].spans, shipped.probability(sc["features"].scores))
 
-    rows, by_group = {}, {}
+    rows, by_group, by_third = {}, {}, {}
     for name in systems:
         t, tg = Tally(), {"metadata": Tally(), "other": Tally()}
+        tt = {third: Tally() for third in THIRDS}
         for c, sc in scored:
             spans, s = sc[name].spans, sc[name].scores
             for qi, cat in enumerate(categories):
@@ -256,9 +267,11 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                     order = np.argsort(-s[qi], kind="stable")
                     t.add(spans, order, c.gold[cat])
                     tg["metadata" if cat in META else "other"].add(spans, order, c.gold[cat])
+                    tt[third_of(c.gold[cat], len(c.text))].add(spans, order, c.gold[cat])
         rows[name] = t.row()
         by_group[name] = {g: x.row() for g, x in tg.items()}
-    extra = {"by_group": by_group}
+        by_third[name] = {g: x.row() for g, x in tt.items()}
+    extra = {"by_group": by_group, "by_third": by_third}
     if "longdoc" in systems:
         extra["no_answer"] = no_answer
     if train_out is not None:
@@ -284,6 +297,8 @@ def main(argv=None):
     ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc-rrf,longdoc")
     ap.add_argument("--window", type=int, default=None, help="encoder radius (default: the model's)")
     ap.add_argument("--positions", choices=["tile", "restart"], default=None)
+    ap.add_argument("--attention", default=None,
+                    help="attention variant of the long encoder (docs/attention.md), e.g. lsh or sinks:sinks=8")
     ap.add_argument("--max-chars", type=int, default=None, help="segmenter's passage cap (default: its own)")
     ap.add_argument("--min-chars", type=int, default=None, help="segmenter's merge floor (default: its own)")
     ap.add_argument("--train-ranker", action="store_true",
@@ -293,6 +308,7 @@ def main(argv=None):
     from longdoc.tasks import rank
 
     rows, extra = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions,
+                           attention=a.attention,
                            train_out=rank.WEIGHTS_FILE if a.train_ranker else None,
                            seg_opts={k: v for k, v in (("max_chars", a.max_chars), ("min_chars", a.min_chars)) if v})
     if a.json:
@@ -301,6 +317,10 @@ def main(argv=None):
     print(format_table(rows))
     for group in ("metadata", "other"):
         print(f"\n{group} categories:\n" + format_table({n: g[group] for n, g in extra["by_group"].items()}))
+    print("\nR@5 by where the gold clause starts (third of the document):")
+    print("| system | " + " | ".join(f"{t} (pairs)" for t in THIRDS) + " |\n|" + " --- |" * (len(THIRDS) + 1))
+    for name, th in extra["by_third"].items():
+        print(f"| {name} | " + " | ".join(f"{th[t]['R@5']:.3f} ({th[t]['pairs']})" for t in THIRDS) + " |")
     if "no_answer" in extra:
         na = extra["no_answer"]
         print(f"\nno answer (cross-validated answer head): cut {na['threshold']:.3f} passes "

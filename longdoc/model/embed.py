@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from longdoc.model.encoder import LongEncoder, position_ids
+from longdoc.model.encoder import EncoderConfig, LongEncoder, position_ids
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,23 @@ class Encoder:
 
     def __repr__(self):
         return (f"Encoder({self.name!r}, dim={self.dim}, window={self.cfg.windows[0]}, "
-                f"positions={self.cfg.positions!r}, device={self.device})")
+                f"positions={self.cfg.positions!r}, attention={self.cfg.attention!r}, device={self.device})")
+
+    def with_attention(self, spec: str | None) -> "Encoder":
+        """The same weights (shared, not copied) under another attention pattern ("lsh",
+        "strided:stride=64", ...; None = "local"); this encoder is unchanged."""
+        from longdoc.model.attention_spec import PARAMS, parse_spec
+        from longdoc.model.load import _fingerprint
+
+        name, params = parse_spec(spec or "local")
+        defaults = EncoderConfig()
+        cfg = self.cfg.replace(attention=name, **{p: params.get(p, getattr(defaults, p)) for p in PARAMS[name]})
+        with torch.device("meta"):
+            net = LongEncoder(cfg)
+        net.load_state_dict(self.net.state_dict(), strict=True, assign=True)
+        net.eval().requires_grad_(False)
+        fp = _fingerprint(self.path, cfg) if self.path else f"{self.fingerprint}:{name}:{sorted(params.items())}"
+        return Encoder(net, self.tokenizer, name=self.name, fingerprint=fp, path=self.path)
 
     # ---- tokens ----------------------------------------------------------------------------------
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from longdoc.kernels import local_global_attention
+from longdoc.model import variants
+from longdoc.model.attention_spec import ALL_PARAMS, PARAMS
 
 
 @dataclass
@@ -44,6 +47,15 @@ class EncoderConfig:
     # was trained; False for Longformer checkpoints, which were trained with their windows.
     full_attention_when_short: bool = True
     ffn_chunk: int = 16384  # rows of the feed-forward computed at once: bounds the (N, 4C) activation
+    # Attention pattern of the long path (variants.py, docs/attention.md): "local" (Longformer: band +
+    # globals), "strided", "lsh", "sinks", "linear" or "full"; then its parameters (0 = auto).
+    attention: str = "local"
+    stride: int = 0  # strided: summary column every `stride` tokens (auto: max(2w+1, ceil(sqrt(N))))
+    buckets: int = 0  # lsh: hash buckets (auto: N / chunk, even)
+    rounds: int = 2  # lsh: hash rounds
+    chunk: int = 0  # lsh: chunk length (auto: max(w, 32))
+    sinks: int = 4  # sinks: first tokens every query sees
+    seed: int = 0  # lsh: seed of the random rotations
     # derived
     head_dim: int = field(init=False)
     windows: tuple[int, ...] = field(init=False)
@@ -53,12 +65,18 @@ class EncoderConfig:
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if self.attention not in PARAMS:
+            raise ValueError(f"attention must be one of {', '.join(PARAMS)}, got {self.attention!r}")
         if self.positions not in POSITION_STRATEGIES:
             raise ValueError(f"positions must be one of {sorted(POSITION_STRATEGIES)}, got {self.positions!r}")
         self.head_dim = self.hidden_size // self.num_heads
         self.windows = _per_layer(self.window, self.num_layers, "window")
         self.dilations = _per_layer(self.dilation, self.num_layers, "dilation")
         self.usable_positions = self.max_positions - self.position_offset
+
+    def attention_params(self) -> dict[str, int]:
+        """The parameters the configured attention variant reads."""
+        return {p: getattr(self, p) for p in PARAMS[self.attention]}
 
     def replace(self, **changes) -> "EncoderConfig":
         """A copy with some init fields changed (derived fields are recomputed)."""
@@ -172,7 +190,8 @@ class GlobalQKV(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Fused QKV projection, sliding-window + global attention, output projection."""
+    """Fused QKV projection, sliding-window + global attention (or the configured variant), output
+    projection. A `window` override (full attention on short inputs) always takes the kernel."""
 
     def __init__(self, cfg: EncoderConfig, layer: int):
         super().__init__()
@@ -181,12 +200,16 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)  # (query | key | value)
         self.global_qkv = GlobalQKV(cfg) if cfg.separate_global_projections else LocalQKV()
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.variant, self.variant_params = cfg.attention, cfg.attention_params()
 
     def forward(self, x, global_idx, key_padding_mask, window=None):  # (B, N, C) -> (B, N, C)
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
         q, k, v = qkv.unbind(0)
-        o = local_global_attention(
+        attend = local_global_attention
+        if window is None and self.variant != "local":
+            attend = partial(variants.attention, self.variant, **self.variant_params)
+        o = attend(
             q, k, v, window=self.window if window is None else window, dilation=self.dilation,
             global_idx=global_idx, key_padding_mask=key_padding_mask,
             global_qkv=self.global_qkv(x, global_idx),
@@ -268,5 +291,7 @@ def build(cfg: EncoderConfig) -> LongEncoder:
     return model.eval()
 
 
-__all__ = ["EncoderConfig", "PRESETS", "preset", "position_ids", "POSITION_STRATEGIES",
+ATTENTION_FIELDS = ("attention",) + ALL_PARAMS  # config fields that only matter for a non-local variant
+
+__all__ = ["EncoderConfig", "ATTENTION_FIELDS", "PRESETS", "preset", "position_ids", "POSITION_STRATEGIES",
            "LongEncoder", "build"]

@@ -22,7 +22,8 @@ import os
 import torch
 
 from longdoc.errors import LongdocError
-from longdoc.model.encoder import EncoderConfig, LongEncoder
+from longdoc.model.attention_spec import PARAMS, parse_spec
+from longdoc.model.encoder import ATTENTION_FIELDS, EncoderConfig, LongEncoder
 from longdoc.model.files import (ENV_MODEL, _tokenizer, default_model_path, load_tokenizer,  # noqa: F401
                                  read_json, resolve_model, safetensors_files)
 
@@ -35,8 +36,10 @@ _REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_he
 _PREFIXES = ("", "bert.", "roberta.", "longformer.", "model.")
 
 
-def config_from_hf(hf: dict, *, window: int | None = None, positions: str | None = None) -> EncoderConfig:
-    """A Hugging Face config.json (as a dict) -> EncoderConfig; window is a radius overriding all layers."""
+def config_from_hf(hf: dict, *, window: int | None = None, positions: str | None = None,
+                   attention: str | None = None) -> EncoderConfig:
+    """A Hugging Face config.json (as a dict) -> EncoderConfig; window is a radius overriding all layers;
+    attention a variant spec ("lsh" or "lsh:rounds=4", see attention_spec.py)."""
     family = hf.get("model_type", "")
     if family not in _SUPPORTED:
         raise LongdocError(f"model type {family!r} is not supported (BERT, RoBERTa or Longformer checkpoints)")
@@ -67,6 +70,9 @@ def config_from_hf(hf: dict, *, window: int | None = None, positions: str | None
     if positions is not None:
         kwargs["positions"] = positions
     try:
+        if attention is not None:
+            name, params = parse_spec(attention)
+            kwargs.update(attention=name, **params)
         return EncoderConfig(**kwargs)
     except ValueError as e:
         raise LongdocError(str(e)) from None
@@ -136,24 +142,26 @@ def weights_digest(folder: str) -> str:
 
 
 def load_encoder(model: str | None = None, *, device=None, window: int | None = None,
-                 positions: str | None = None, dtype: torch.dtype | None = None):
+                 positions: str | None = None, dtype: torch.dtype | None = None, attention: str | None = None):
     """Load an encoder from a local folder (see module doc for which one); offline, safetensors only.
 
     ``window`` is a radius (token i sees i-w..i+w) for every layer; ``positions`` picks how positions
-    beyond the checkpoint's table are made ("tile" or "restart"). bf16 on CUDA, fp32 on CPU.
+    beyond the checkpoint's table are made ("tile" or "restart"); ``attention`` the pattern of the long
+    path ("local" by default; docs/attention.md). bf16 on CUDA, fp32 on CPU.
     """
     from longdoc.model.embed import Encoder
 
     folder, name = resolve_model(model)
-    net = load_net(folder, device=device, window=window, positions=positions, dtype=dtype)
+    net = load_net(folder, device=device, window=window, positions=positions, dtype=dtype, attention=attention)
     return Encoder(net, _tokenizer(folder), name=name, fingerprint=_fingerprint(folder, net.cfg), path=folder)
 
 
 def load_net(folder: str, *, device=None, window: int | None = None, positions: str | None = None,
-             dtype: torch.dtype | None = None) -> LongEncoder:
+             dtype: torch.dtype | None = None, attention: str | None = None) -> LongEncoder:
     """The bare network from a local Hugging Face folder (no tokenizer)."""
     safetensors_files(folder)  # refuse pickle-only folders before anything else
-    cfg = config_from_hf(read_json(os.path.join(folder, "config.json")), window=window, positions=positions)
+    cfg = config_from_hf(read_json(os.path.join(folder, "config.json")), window=window, positions=positions,
+                         attention=attention)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     with torch.device("meta"):
@@ -167,6 +175,8 @@ def load_net(folder: str, *, device=None, window: int | None = None, positions: 
 
 
 def _fingerprint(folder: str, cfg: EncoderConfig) -> str:
-    fields = {k: v for k, v in vars(cfg).items() if k != "ffn_chunk"}
+    # The attention fields enter only for a non-default variant, so "local" keeps its earlier fingerprint.
+    keep = set(PARAMS[cfg.attention]) | ({"attention"} if cfg.attention != "local" else set())
+    fields = {k: v for k, v in vars(cfg).items() if k != "ffn_chunk" and (k not in ATTENTION_FIELDS or k in keep)}
     blob = json.dumps({"weights": weights_digest(folder), "config": fields}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

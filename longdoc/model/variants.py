@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 
 from longdoc.kernels import local_global_attention
+from longdoc.model.attention_spec import PARAMS, VARIANTS, parse_spec  # noqa: F401  (re-exported)
 
-VARIANTS = ("local", "strided", "lsh", "sinks", "linear", "full")
 # Scores held at once by the blocked passes below, in elements (fp32: 64 MiB), as in kernels/reference.py.
 _SCORE_BUDGET = 1 << 24
 
@@ -332,9 +332,6 @@ def linear(q, k, v, *, key_padding_mask=None, **_):
 # ---------------------------------------------------------------------------------------------------
 
 _FUNCS = {"local": local, "strided": strided, "lsh": lsh, "sinks": sinks, "linear": linear, "full": full}
-# The parameters each variant reads (EncoderConfig field names), for fingerprints and parsing.
-PARAMS = {"local": (), "strided": ("stride",), "lsh": ("buckets", "rounds", "chunk", "seed"),
-          "sinks": ("sinks",), "linear": (), "full": ()}
 
 
 def attention(name: str, q, k, v, *, window, dilation=1, global_idx=None, key_padding_mask=None,
@@ -346,28 +343,6 @@ def attention(name: str, q, k, v, *, window, dilation=1, global_idx=None, key_pa
         raise ValueError(f"attention must be one of {', '.join(VARIANTS)}, got {name!r}") from None
     return fn(q, k, v, window=window, dilation=dilation, global_idx=global_idx, key_padding_mask=key_padding_mask,
               global_qkv=global_qkv, scale=scale, **params)
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, int]]:
-    """``"lsh"`` or ``"lsh:rounds=4,buckets=64"`` -> (name, {param: int})."""
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
-    if name not in _FUNCS:
-        raise ValueError(f"attention must be one of {', '.join(VARIANTS)}, got {name!r}")
-    params = {}
-    for item in filter(None, (x.strip() for x in rest.split(","))):
-        key, eq, val = item.partition("=")
-        key = key.strip()
-        if not eq or key not in PARAMS[name]:
-            allowed = ", ".join(PARAMS[name]) or "none"
-            raise ValueError(f"attention {name!r}: unknown parameter {item!r} (parameters: {allowed})")
-        try:
-            params[key] = int(val)
-        except ValueError:
-            raise ValueError(f"attention {name!r}: {key} must be an integer, got {val!r}") from None
-        if params[key] < 0:
-            raise ValueError(f"attention {name!r}: {key} must be >= 0")
-    return name, params
 
 
 __all__ = ["VARIANTS", "PARAMS", "attention", "parse_spec", "merge", "strided_columns", "lsh_chunk_ids",

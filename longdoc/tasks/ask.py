@@ -47,12 +47,23 @@ class Engine:
     use_cache: bool = True
     devices: int | str = 1  # ranks to shard the sequence over ("auto": every GPU when one is too small)
     shard_tokens: int | None = None  # one device, shards of this many tokens one after another
+    attention: str | None = None  # attention variant spec (docs/attention.md); None = "local"
     _encoder: object = field(default=None, init=False, repr=False)
     _cache: Cache | None = field(default=None, init=False, repr=False)
+    _numpy: object = field(default=None, init=False, repr=False)  # NumpyEmbedder, False when not usable
 
     def __post_init__(self):
         self.model_dir = resolve_model_dir(self.model)
-        self.identity = model_identity(self.model_dir, {"window": self.window})
+        from longdoc.model.attention_spec import canonical
+
+        try:
+            self.attention = canonical(self.attention)
+        except ValueError as e:
+            raise LongdocError(str(e)) from None
+        settings = {"window": self.window}
+        if self.attention != "local":  # the default keeps its earlier cache keys
+            settings["attention"] = self.attention
+        self.identity = model_identity(self.model_dir, settings)
         self._cache = Cache() if self.use_cache else None
 
     @property
@@ -60,7 +71,7 @@ class Engine:
         if self._encoder is None:
             from longdoc.model import load_encoder
 
-            self._encoder = load_encoder(str(self.model_dir), window=self.window)
+            self._encoder = load_encoder(str(self.model_dir), window=self.window, attention=self.attention)
         return self._encoder
 
     def _encoder_for(self, n_chars: int):
@@ -68,6 +79,11 @@ class Engine:
         enc = self.encoder
         if self.devices in (1, "1", None) and not self.shard_tokens:
             return enc
+        if self.attention != "local":  # the sharded path computes the band + globals pattern only
+            if self.devices == "auto" and not self.shard_tokens:
+                return enc
+            raise LongdocError(f"--attention {self.attention} cannot be sharded (--devices/--shard-tokens): "
+                               "sharding implements the local pattern only")
         from longdoc.shard import on_devices, resolve_devices
 
         n = resolve_devices(self.devices, n_chars // 3, enc.cfg)  # ~3+ chars per token: an upper bound
@@ -130,12 +146,30 @@ class Engine:
         got = {q: self._cache.get_question(self.identity, q) for q in questions} if self._cache else {}
         missing = [q for q in questions if got.get(q) is None]
         if missing:
-            vecs = self.encoder.embed_texts(missing).float().numpy()
+            vecs = self._embed_questions(missing)
             for q, v in zip(missing, vecs):
                 got[q] = v
                 if self._cache:
                     self._cache.put_question(self.identity, q, v)
         return np.stack([got[q] for q in questions])
+
+    def _embed_questions(self, texts: list[str]) -> np.ndarray:
+        """The encoder's ``embed_texts`` vectors; computed in numpy without loading torch where that
+        gives the same vectors (longdoc.model.numpy_embed: a question within the checkpoint's positions
+        under the default attention), so a new question on an indexed tree answers in well under 1 s."""
+        vecs: list = [None] * len(texts)
+        if getattr(self, "attention", None) in (None, "local"):
+            if self._numpy is None:
+                from longdoc.model.numpy_embed import NumpyEmbedder
+
+                self._numpy = NumpyEmbedder.load(str(self.model_dir)) or False
+            if self._numpy:
+                vecs = self._numpy.embed_texts(texts)
+        rest = [i for i, v in enumerate(vecs) if v is None]
+        if rest:  # longer than the positions, or a checkpoint the numpy path does not cover
+            for i, v in zip(rest, self.encoder.embed_texts([texts[i] for i in rest]).float().numpy()):
+                vecs[i] = v
+        return np.stack(vecs)
 
 
 def score_passages(passages: Passages, dense: np.ndarray, lexical: np.ndarray, ranker: Ranker) -> np.ndarray:
