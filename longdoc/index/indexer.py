@@ -245,12 +245,22 @@ def build(
             if to_encode:
                 _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment,
                             password)
+                if encoder is None and encoder_factory is None and lazy.loaded:
+                    # The model folder and settings that made these vectors, keyed as `ask` keys them:
+                    # the first question then skips loading torch to re-check the fingerprint.
+                    store.set_model_key(_model_key(model, window))
             store.touch_manifest()
             report.files = store.counts()["files"]
     finally:
         lock.release()
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _model_key(model: str | None, window: int | None) -> str:
+    from longdoc.tasks.ask import Engine
+
+    return Engine(model=model, window=window, use_cache=False).identity
 
 
 def _remove_db(db: Path) -> None:

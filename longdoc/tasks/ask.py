@@ -158,7 +158,7 @@ class Engine:
         gives the same vectors (longdoc.model.numpy_embed: a question within the checkpoint's positions
         under the default attention), so a new question on an indexed tree answers in well under 1 s."""
         vecs: list = [None] * len(texts)
-        if getattr(self, "attention", None) in (None, "local"):
+        if self.attention == "local":
             if self._numpy is None:
                 from longdoc.model.numpy_embed import NumpyEmbedder
 
