@@ -123,12 +123,20 @@ def bench_document(path, specs, questions, *, model=None, device=None, password=
     return sorted(rows, key=lambda r: shown.index(r["attention"]))
 
 
-def bench_tokens(sizes, specs, *, model=None, device=None, max_seconds=None, log=print):
-    """Rows for random token ids of each size: seconds, tokens/s, peak memory per variant."""
+def bench_tokens(sizes, specs, *, model=None, device=None, max_seconds=None, preset_name=None, log=print):
+    """Rows for random token ids of each size: seconds, tokens/s, peak memory per variant. With
+    ``preset_name``, random weights of that size (no model folder needed; bf16 on CUDA)."""
     from longdoc.model import load_encoder
-    from longdoc.model.embed import Tokens
+    from longdoc.model.embed import Encoder, Tokens
 
-    base = load_encoder(model, device=device)
+    if preset_name:
+        from longdoc.model.encoder import build, preset
+
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        net = build(preset(preset_name)).to(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        base = Encoder(net.requires_grad_(False), None, name=preset_name, fingerprint="random")
+    else:
+        base = load_encoder(model, device=device)
     g = torch.Generator().manual_seed(0)
     rows, last = [], {}
     for spec in specs:
@@ -187,6 +195,7 @@ def main(argv=None):
     ap.add_argument("--question", action="append", default=[], help="a question for the top-5 overlap (repeatable)")
     ap.add_argument("--tokens", help="comma-separated sizes of random-token inputs (instead of FILE)")
     ap.add_argument("--model", help="local model folder (default: the bundled MiniLM)")
+    ap.add_argument("--preset", default=None, help="--tokens: random weights of this size (minilm, base) instead of a model")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="--tokens: skip a variant whose estimated time at a size exceeds this")
@@ -199,7 +208,7 @@ def main(argv=None):
     torch.set_grad_enabled(False)
     if a.tokens:
         rows = bench_tokens([int(x) for x in a.tokens.split(",")], specs, model=a.model, device=a.device,
-                            max_seconds=a.max_seconds)
+                            max_seconds=a.max_seconds, preset_name=a.preset)
     else:
         rows = bench_document(a.file, specs, a.question, model=a.model, device=a.device, password=a.password)
     if a.json:
