@@ -151,7 +151,8 @@ class NumpyEmbedder:
             state = {}
             for path in safetensors_files(folder):
                 for k, v in read_safetensors(path).items():  # old TF-converted names, as load.convert_state
-                    state[k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")] = v
+                    k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+                    state[k] = v
             prefix = next((p for p in _PREFIXES if p + "embeddings.word_embeddings.weight" in state), None)
             if prefix is None:
                 return None
