@@ -93,6 +93,9 @@ class _Counter:
 
     def _wrap(self, name, f):
         def call(*args, **kw):
+            if name == "batch_isend_irecv":  # record each batched op as the isend/irecv it is
+                self.calls += [(op.op.__name__, op.tensor.numel()) for op in args[0]]
+                return f(*args, **kw)
             t = args[0]
             elems = t.numel() if isinstance(t, torch.Tensor) else sum(x.numel() for x in t if isinstance(x, torch.Tensor))
             if name == "all_gather":  # (outputs, input): count what this rank puts in

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed import distributed_c10d as c10d  # P2POp accepts only these two functions
 
 from longdoc.kernels import local_global_attention
 
@@ -304,6 +305,15 @@ def _peer(group, p):
     return p if group is None else dist.get_global_rank(group, p)
 
 
+def _exchange(recv_bufs, recv_from, send_bufs, send_to, group, tag):
+    """Posts every receive and send of one exchange as one batch. Batched, NCCL runs them inside one
+    group call, so two neighbours that each receive before they send cannot deadlock (posted one by one
+    on a shared stream, each rank's receive would wait for a send queued behind the peer's receive)."""
+    ops = [dist.P2POp(c10d.irecv, t, _peer(group, p), group, tag) for t, (p, _, _) in zip(recv_bufs, recv_from)]
+    ops += [dist.P2POp(c10d.isend, t, _peer(group, p), group, tag) for t, (p, _, _) in zip(send_bufs, send_to)]
+    return dist.batch_isend_irecv(ops) if ops else []
+
+
 class _Halo:
     """One halo exchange of a (B, H, n, F) tensor: isend/irecv posted at construction, `wait()` returns
     the left and right halos. `reverse()` sends gradients of the received rows back to their owners
@@ -321,11 +331,8 @@ class _Halo:
         B, H, _, F = x.shape
         s = self.layout.bounds[self.rank]
         self.bufs = [x.new_empty(B, H, b - a, F) for _, a, b in self.pieces]
-        self.works = [dist.irecv(buf, _peer(self.group, p), group=self.group, tag=_TAG_FWD)
-                      for buf, (p, _, _) in zip(self.bufs, self.pieces)]
         self.out = [x[:, :, a - s : b - s].contiguous() for _, a, b in self.sends]  # kept alive until sent
-        self.works += [dist.isend(t, _peer(self.group, p), group=self.group, tag=_TAG_FWD)
-                       for t, (p, _, _) in zip(self.out, self.sends)]
+        self.works = _exchange(self.bufs, self.pieces, self.out, self.sends, self.group, _TAG_FWD)
         self.empty = x.new_empty(B, H, 0, F)
         return self
 
@@ -350,11 +357,7 @@ class _Halo:
             outs.append(grads[:, :, off : off + b - a].contiguous())
             off += b - a
         ins = [g_local.new_empty(B, H, b - a, F) for _, a, b in self.sends]
-        works = [dist.irecv(t, _peer(self.group, p), group=self.group, tag=_TAG_BWD)
-                 for t, (p, _, _) in zip(ins, self.sends)]
-        works += [dist.isend(t, _peer(self.group, p), group=self.group, tag=_TAG_BWD)
-                  for t, (p, _, _) in zip(outs, self.pieces)]
-        for w in works:
+        for w in _exchange(ins, self.sends, outs, self.pieces, self.group, _TAG_BWD):
             w.wait()
         for t, (_, a, b) in zip(ins, self.sends):
             g_local[:, :, a - s : b - s] += t

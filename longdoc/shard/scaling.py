@@ -262,8 +262,14 @@ class Recorder:
     def __call__(self, **rec):
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        # Progress on stderr as each record lands: a run cut off by a time limit still shows how far it got.
         if rec.get("kind") == "error":
             print(f"[scaling] ERROR in {rec.get('phase')}: {rec.get('msg')}", file=sys.stderr, flush=True)
+        else:
+            brief = {k: v for k, v in rec.items() if k not in ("times", "globals")}
+            if "times" in rec:
+                brief["median_ms"] = round(1e3 * statistics.median(rec["times"]), 2)
+            print(f"[scaling {time.strftime('%H:%M:%S')}] {json.dumps(brief)}", file=sys.stderr, flush=True)
 
 
 def describe(exc: BaseException) -> str:
