@@ -232,7 +232,12 @@ def run(package: str, limit: int | None, model: str | None) -> dict:
             lat_noupdate.append(time.perf_counter() - t)
         if model:
             env["LONGDOC_MODEL"] = model
-        t_cli_ask = _cli(["ask", str(root), qtexts[0], "--json"], env)
+        # The first command checks the model fingerprint (this index was built in process, with the
+        # encoder passed in, so no model key was recorded) and records the key; each later new
+        # question is the everyday case: Python start-up, refresh, numpy question vector, search.
+        t_cli_ask_first = _cli(["ask", str(root), qtexts[0], "--json"], env)
+        t_cli_ask = statistics.median([_cli(["ask", str(root), q, "--json"], env)
+                                       for q in (qtexts[1:6] or qtexts[:1])])
 
         return {
             "package": package,
@@ -254,6 +259,7 @@ def run(package: str, limit: int | None, model: str | None) -> dict:
             "query_with_refresh_ms_median": 1000 * statistics.median(lat_update),
             "batch_query_ms_per_question": 1000 * t_batch / max(len(queries), 1),
             "db_bytes": db_size(db),
+            "cli_ask_first_s": t_cli_ask_first,
             "cli_ask_s": t_cli_ask,
         }
     finally:
@@ -274,7 +280,8 @@ def table(res: dict) -> str:
             f"| re-index, one changed file | {res['reindex_one_file_s']:.2f} s |",
             f"| query, one question (warm) | {res['query_ms_median']:.0f} ms |",
             f"| query incl. freshness check (warm) | {res['query_with_refresh_ms_median']:.0f} ms |",
-            f"| `longdoc ask DIR` command, cold (Python, torch and model load included) | {res['cli_ask_s']:.1f} s |",
+            f"| `longdoc ask DIR` command, a new question (median of 5) | {res['cli_ask_s']:.2f} s |",
+            f"| `longdoc ask DIR` command, first after an in-process index (loads torch) | {res['cli_ask_first_s']:.1f} s |",
             f"| database size | {res['db_bytes'] / 2**20:.1f} MiB |"]
     return "\n".join(out)
 
