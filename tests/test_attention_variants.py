@@ -285,3 +285,52 @@ def test_variant_cuda_bf16_against_fp64(name):
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
     err = rel_err(out.float(), ref)
     assert err < 2e-2, f"{name} seed={seed} err {err:.2e}"
+
+
+# ---- streaming sinks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk,sinks,piece", [(300, 4, 97), (1000, 1, 1500), (257, 16, 1)])
+def test_stream_encoder_equals_whole_sequence_sinks(tiny_model_dir, chunk, sinks, piece):
+    from longdoc.model import load_encoder
+    from longdoc.model.stream import StreamEncoder
+
+    enc = load_encoder(str(tiny_model_dir), device="cpu")
+    text = " ".join(f"line {i} worker-{i % 7} took {i * 37 % 500} ms" for i in range(260))
+    tok = enc.tokenize(text)
+    ref = enc.with_attention(f"sinks:sinks={sinks}").encode(tok)
+    se = StreamEncoder(enc.with_attention(f"sinks:sinks={sinks}"), sinks=sinks, chunk=chunk)
+    blocks = []
+    for i in range(0, len(tok), piece):
+        se.push(tok.ids[i:i + piece])
+        blocks += list(se.ready())
+    blocks += list(se.ready(final=True))
+    assert [a for a, _ in blocks] == list(range(0, len(tok), max(chunk, sinks + 1)))
+    got = torch.cat([s for _, s in blocks])
+    bound = max(chunk, sinks + 1) + 2 * se.halo + sinks + max(enc.cfg.windows)  # early chunks start at 0
+    assert se.peak_context <= bound
+    assert rel_err(got, ref) < 1e-5
+    assert len(se.ids) <= bound + piece  # bounded token buffer
+
+
+def test_cli_ask_stream(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    lines = [f"2026-11-22 12:00:{i % 60:02d} INFO job {i} ok" for i in range(400)]
+    lines[250] = "2026-11-22 13:00:00 ERROR database connection refused"
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    r = subprocess.run([sys.executable, "-m", "longdoc", "ask", "-", "database error", "--stream", "-k", "3",
+                        "--model", str(tiny_model_dir), "--jsonl"], input="\n".join(lines), capture_output=True,
+                       text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    hits = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(hits) == 3 and all(h["path"] == "-" for h in hits)
+    text = "\n".join(lines)
+    assert all(text[h["char_start"]:h["char_end"]] == h["text"] for h in hits)
+    r = subprocess.run([sys.executable, "-m", "longdoc", "ask", "-", "q", "--stream", "--attention", "lsh",
+                        "--model", str(tiny_model_dir)], input="x\n", capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 2 and "sinks pattern only" in r.stderr

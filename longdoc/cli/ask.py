@@ -23,6 +23,28 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
     return qs
 
 
+def _ask_stream(path, qs, *, k, threshold, model, window, attention):
+    """--stream: the sinks pattern over stdin or a file, read line by line (longdoc/tasks/stream_ask.py)."""
+    from longdoc.model.attention_spec import parse_spec
+
+    name, params = parse_spec(attention or "sinks")
+    if name != "sinks":
+        raise LongdocError(f"--stream runs the sinks pattern only, not --attention {name}")
+    if path != "-" and not os.path.isfile(path):
+        raise LongdocError(f"{path}: no such file")
+    from longdoc.model import load_encoder
+    from longdoc.tasks.stream_ask import ask_stream
+
+    encoder = load_encoder(model, window=window)
+    src = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+    try:
+        return ask_stream(src, qs, encoder=encoder, k=k, threshold=threshold, sinks=params.get("sinks", 4),
+                          path=path)
+    finally:
+        if src is not sys.stdin:
+            src.close()
+
+
 @click.command("ask")
 @click.argument("path")
 @click.argument("questions", nargs=-1)
@@ -42,6 +64,9 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
 @click.option("--attention", envvar="LONGDOC_ATTENTION", metavar="NAME[:k=v,...]",
               help="Attention pattern: local (default: window + global tokens), strided, lsh, sinks, linear "
                    "or full, with parameters, e.g. lsh:rounds=4 (docs/attention.md).")
+@click.option("--stream", is_flag=True,
+              help="Read PATH (or '-') as a stream with bounded memory: the sinks pattern, encoded window by "
+                   "window; scores are cosines and there is no 'no answer' judgement (docs/attention.md).")
 @click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the content-hash cache.")
 @click.option("--devices", default="1", show_default=True, envvar="LONGDOC_DEVICES",
@@ -52,7 +77,7 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
 @click.option("--glob", "globs", multiple=True, help="Indexed directory: only paths matching (gitignore syntax).")
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="Indexed directory: its in-tree index.")
 def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, color, quiet, model, window,
-            attention, password, no_cache, devices, shard_tokens, lang, globs, index_dir):
+            attention, stream, password, no_cache, devices, shard_tokens, lang, globs, index_dir):
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
@@ -63,7 +88,10 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
 
     with errors_as_json(as_json or as_jsonl):
         qs = _questions(questions, questions_file)
-        if path != "-" and Path(path).is_dir():
+        if stream:
+            answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,
+                                  attention=attention)
+        elif path != "-" and Path(path).is_dir():
             from longdoc.index import search
 
             if attention and attention.split(":")[0].strip().lower() != "local":

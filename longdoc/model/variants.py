@@ -81,6 +81,38 @@ def _softmax_stats(scores, ok):
     return p, lse.squeeze(-1)
 
 
+def _fused_ok(q) -> bool:
+    # fp32 inference on the CPU: the fused flash kernel (as kernels/reference.py's _band_fused)
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and not torch.is_grad_enabled()
+            and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"))
+
+
+def _attend(q, k, v, ok, scale, bias=None):
+    """Softmax attention of q (..., c, D) over k, v (..., L, D) where ``ok`` (broadcast to (..., c, L))
+    allows, scores shifted by ``bias`` (..., c, L) when given. Returns out (..., c, D), lse (..., c)."""
+    if not _fused_ok(q):
+        s = torch.matmul(q, k.transpose(-1, -2)) * scale
+        if bias is not None:
+            s = s + bias
+        p, lse = _softmax_stats(s, ok)
+        return torch.matmul(p, v), lse
+    lead, c, D = q.shape[:-2], q.shape[-2], q.shape[-1]
+    L = k.shape[-2]
+    add = torch.zeros(*lead, c, L, dtype=q.dtype, device=q.device)
+    add.masked_fill_(~ok.expand(*lead, c, L), -1e30)
+    if bias is not None:
+        add += bias
+    n = add[..., 0, 0].numel()
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q.expand(*lead, c, D).reshape(n, 1, c, D), k.expand(*lead, L, D).reshape(n, 1, L, D),
+        v.expand(*lead, L, v.shape[-1]).reshape(n, 1, L, v.shape[-1]), attn_mask=add.view(n, 1, c, L),
+        scale=scale)[:2]
+    visible = ok.expand(*lead, c, L).any(-1)
+    o = o.view(*lead, c, -1) * visible[..., None]
+    lse = lse.view(*lead, c).masked_fill(~visible, float("-inf"))
+    return o, lse
+
+
 def merge(o1, l1, o2, l2):
     """Two attention results over disjoint key sets -> the result over their union (log-sum-exp)."""
     m = torch.maximum(l1, l2).detach()
@@ -152,9 +184,8 @@ def _columns(q, k, v, cols, key_valid, is_global, window, dilation, scale):
         off = cols[None, :] - rows[:, None]  # (c, M)
         in_band = (off.abs() <= reach) & (off.remainder(dilation) == 0)
         ok = col_ok[:, None, :] & ~in_band[None] & ~is_global[:, i0:i1, None]  # (B, c, M)
-        s = torch.matmul(q[:, :, i0:i1], kc.transpose(-1, -2)) * scale  # (B, H, c, M)
-        p, l = _softmax_stats(s, ok[:, None])
-        outs.append(torch.matmul(p, vc))
+        o, l = _attend(q[:, :, i0:i1], kc, vc, ok[:, None], scale)  # (B, H, c, D), (B, H, c)
+        outs.append(o)
         lses.append(l)
     return torch.cat(outs, 2), torch.cat(lses, 2)
 
@@ -255,8 +286,8 @@ def lsh(q, k, v, *, window, key_padding_mask=None, scale=None, buckets=0, rounds
     nc = -(-N // C)
     Np = nc * C
     # chunk ids with one dummy slot (index N) for the padding positions of the sorted layout
-    qc_all = F.pad(q_chunk, (0, 1))  # (R, B, H, N+1)
-    kc_all = F.pad(k_chunk, (0, 1))
+    qc_all = F.pad(q_chunk, (0, 1)).to(torch.int32)  # (R, B, H, N+1)
+    kc_all = F.pad(k_chunk, (0, 1)).to(torch.int32)
     kv_valid = F.pad(key_valid, (0, 1), value=False)  # (B, N+1)
     out = lse = None
     for r in range(rounds):
@@ -278,21 +309,26 @@ def lsh(q, k, v, *, window, key_padding_mask=None, scale=None, buckets=0, rounds
         for c0 in range(0, nc, step):
             c1 = min(nc, c0 + step)
             qpb, kpb = qp[:, :, c0:c1], kp[:, :, c0:c1]
-            # how many rounds put this (query, key) pair in one window: the duplicate correction
-            count = torch.zeros(B, H, c1 - c0, C, kpb.shape[-1], dtype=cdt, device=dev)
-            for r2 in range(rounds):
-                cq = torch.gather(qc_all[r2], 2, qpb.reshape(B, H, -1)).view(qpb.shape)
-                ck = torch.gather(kc_all[r2], 2, kpb.reshape(B, H, -1)).view(kpb.shape)
-                dd = (cq[..., :, None] - ck[..., None, :]).remainder(nc)
-                count += (dd <= 1).to(cdt)
-            s = torch.matmul(qs[:, :, c0:c1], ks[:, :, c0:c1].transpose(-1, -2)) * scale - count.clamp(min=1).log()
-            p, l = _softmax_stats(s, kval[:, :, c0:c1, None, :])
-            outs.append(torch.matmul(p, vs[:, :, c0:c1]))
+            # In how many rounds is this (query, key) pair in one window? Round r by construction; the
+            # others are checked by chunk ids: key chunk = query chunk or the one before (wrapping).
+            bias = None
+            if rounds > 1:
+                count = torch.ones(B, H, c1 - c0, C, kpb.shape[-1], dtype=cdt, device=dev)
+                for r2 in range(rounds):
+                    if r2 == r:
+                        continue
+                    cq = torch.gather(qc_all[r2], 2, qpb.reshape(B, H, -1)).view(qpb.shape)[..., :, None]
+                    ck = torch.gather(kc_all[r2], 2, kpb.reshape(B, H, -1)).view(kpb.shape)[..., None, :]
+                    dd = cq - ck
+                    count += ((dd == 0) | (dd == 1) | (dd == 1 - nc)).to(cdt)
+                bias = -count.log_()
+            o, l = _attend(qs[:, :, c0:c1], ks[:, :, c0:c1], vs[:, :, c0:c1], kval[:, :, c0:c1, None, :], scale, bias)
+            outs.append(o)
             lses.append(l)
         o_r = torch.cat(outs, 2).reshape(B, H, Np, D)
         l_r = torch.cat(lses, 2).reshape(B, H, Np)
         # back to token order: the sorted rank of token i is its position in q_order
-        rank = qc_all.new_empty(B, H, N)
+        rank = q_order.new_empty(B, H, N)
         rank.scatter_(-1, q_order[r], torch.arange(N, device=dev).expand(B, H, N).contiguous())
         o_r = torch.gather(o_r, 2, rank[..., None].expand(B, H, N, D))
         l_r = torch.gather(l_r, 2, rank)
