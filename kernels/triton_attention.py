@@ -1001,3 +1001,42 @@ def local_global_attention_triton(q, k, v, *, window, dilation=1, global_idx=Non
     out, lse = LocalGlobalAttention.apply(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g,
                                           int(window), int(dilation), scale)
     return (out, lse) if return_lse else out
+
+
+def global_rows_partial(qg, k, v, *, key_padding_mask=None, scale=None):
+    """Global query rows against one run of keys, for merging with other runs by log-sum-exp (the
+    sequence-sharded encoder: each rank holds a shard of the keys). Inference only.
+
+    qg (B, H, S, D) and k, v (B, H, n, D) in one dtype; key_padding_mask (B, n) bool, True = not a key.
+    Returns out (B, H, S, D) fp32, normalised over this run's keys, and lse (B, H, S) fp32 in natural
+    log (-inf and a zero row where the run has no key). The global-rows pass of the forward kernel,
+    with its per-chunk partials merged here instead of being written into a band output."""
+    B, H, S, D = qg.shape
+    n = k.shape[2]
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    if S == 0 or n == 0:
+        return qg.new_zeros(B, H, S, D, dtype=torch.float32), qg.new_full((B, H, S), -math.inf, dtype=torch.float32)
+    g_pad = max(16, triton.next_power_of_2(S))
+    q_pad = qg.new_zeros(B, H, g_pad, D)
+    q_pad[:, :, :S] = qg
+    k, v = _lastdim_contig(k), _lastdim_contig(v)
+    kb, has_bias = _key_bias(k, key_padding_mask)
+    t = _blocks(D, qg.dtype)
+    chunk = _chunk(n, t["glob"])
+    n_chunks = triton.cdiv(n, chunk)
+    po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=qg.device)
+    pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=qg.device)
+    _fwd_global_rows_kernel[(n_chunks, B * H)](
+        q_pad, k, v, kb, po, pl, q_pad.stride(0), q_pad.stride(1), q_pad.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+        H, n, chunk, scale * LOG2E, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias,
+        DOT_PREC=_dot_precision(qg.dtype), num_warps=4)
+    po, pl = po[..., :S, :], pl[..., :S] * math.log(2.0)  # (B, H, C, S, D), (B, H, C, S) natural log
+    m = pl.amax(2, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    w = torch.exp(pl - m)  # 0 for chunks without a key
+    l = w.sum(2)
+    out = (w[..., None] * po).sum(2) / l.clamp(min=1e-30)[..., None]
+    lse = torch.where(l > 0, m.squeeze(2) + torch.log(l.clamp(min=1e-30)), torch.full_like(l, -math.inf))
+    return out, lse

@@ -57,7 +57,32 @@ def _worker() -> dict:
             again = torch.autograd.grad(tri(q, k, v, **kw), inputs, dout)
             errs["bitwise_repeat"] = 0.0 if all(torch.equal(a, b) for a, b in zip(grads, again)) else math.inf
         results[f"{case}-{str(dtype).split('.')[-1]}"] = {"seed": seed, "errs": errs}
+    results["global_rows_partial-float32"] = _global_rows_case()
     return results
+
+
+def _global_rows_case() -> dict:
+    """The sharded encoder's global-rows pass: S = 5 rows (padded to 16 inside) over n = 300 keys with
+    a padded run, a fully padded batch element (must give 0 and -inf, never NaN), against float64."""
+    import torch
+
+    from longdoc.kernels.triton_attention import global_rows_partial
+    from test_kernels import fresh_generator, rel_err
+
+    gen, seed = fresh_generator()
+    B, H, S, n, D = 2, 2, 5, 300, 32
+    qg, k, v = (torch.randn(B, H, m, D, generator=gen) for m in (S, n, n))
+    pad = torch.zeros(B, n, dtype=torch.bool)
+    pad[0, 170:230] = True
+    pad[1] = True
+    out, lse = global_rows_partial(qg, k, v, key_padding_mask=pad, scale=0.3)
+    s = torch.einsum("bhgd,bhnd->bhgn", qg.double(), k.double()) * 0.3
+    s = s.masked_fill(pad[:, None, None], -math.inf)
+    r_lse = torch.logsumexp(s[0], -1)
+    r_out = torch.softmax(s[0], -1) @ v[0].double()
+    empty_ok = bool((out[1] == 0).all() and torch.isneginf(lse[1]).all() and not torch.isnan(out).any())
+    return {"seed": seed, "errs": {"out": rel_err(out[0], r_out), "lse": rel_err(lse[0], r_lse),
+                                   "empty_rows": 0.0 if empty_ok else math.inf}}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +102,8 @@ def _ids():
     sys.path.insert(0, str(HERE))
     from test_kernels import CASES
 
-    return [f"{c}-float32" for c in sorted(CASES)] + [f"{c}-float16" for c in HALF_CASES]
+    return ([f"{c}-float32" for c in sorted(CASES)] + [f"{c}-float16" for c in HALF_CASES]
+            + ["global_rows_partial-float32"])
 
 
 @pytest.mark.parametrize("key", _ids())

@@ -323,3 +323,15 @@ def test_on_devices_encoder_equals_plain(tiny_model_dir):
     spans, glob = [(0, 36), (36, 400), (900, 1400)], [(0, 36), (700, 736)]
     got = on_devices(enc, 2, backend="gloo").embed_spans(text, spans, global_spans=glob)  # one spawn
     _close(got, enc.embed_spans(text, spans, global_spans=glob), "2 ranks embed_spans")
+
+
+def test_sequential_keeps_a_half_precision_model_in_its_dtype():
+    """A bf16 model (the GPU default): host activations and the global rows stay bf16, and the result
+    is the bf16 model's own output within bf16 rounding."""
+    ids, pos, gm, pad, _ = encoder_case()
+    net = _tiny_model(False).to(torch.bfloat16)
+    with torch.inference_mode():
+        exp = net(ids, pos, global_mask=gm, key_padding_mask=pad).float()
+    got = encode_sequential(net, ids, pos, global_mask=gm, key_padding_mask=pad, shard_len=7)
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    assert ((got.float() - exp).abs().max() / exp.abs().max()).item() < 2e-2

@@ -33,6 +33,11 @@ from torch.distributed import distributed_c10d as c10d  # P2POp accepts only the
 
 from longdoc.kernels import local_global_attention
 
+try:  # the Triton kernels' global-rows pass (absent without Triton)
+    from longdoc.kernels.triton_attention import global_rows_partial
+except Exception:  # noqa: BLE001
+    global_rows_partial = None
+
 _TINY = 1e-30  # a clamp floor for softmax denominators that are exactly 0 (a row with no key)
 _GLOBAL_CHUNK = 1 << 22  # score elements of the global rows held at once (fp32: 16 MiB)
 _TAG_FWD, _TAG_BWD = 17, 18  # gloo matches point-to-point messages by tag; NCCL ignores tags
@@ -262,6 +267,9 @@ def global_partial(qg, k, v, key_valid, scale):
     -> out (B, H, S, D) fp32, lse (B, H, S) fp32. Keys go in chunks, merged by log-sum-exp."""
     B, H, S, D = qg.shape
     n = k.shape[2]
+    if qg.is_cuda and global_rows_partial is not None and D in (16, 32, 64, 128) and not torch.is_grad_enabled():
+        # The kernels' global-rows pass: a long skinny fp32 matmul here was 27% of a sharded forward.
+        return global_rows_partial(qg.to(k.dtype), k, v, key_padding_mask=~key_valid, scale=scale)
     qg = qg.float()
     chunk = max(1, _GLOBAL_CHUNK // max(1, B * H * S))
     outs, lses = [], []
@@ -327,13 +335,15 @@ class _Halo:
         self.hl = sum(b - a for _, a, b in self.pieces if a < s)
         self.hr = sum(b - a for _, a, b in self.pieces if a >= s)
 
-    def post(self, x: torch.Tensor):
-        B, H, _, F = x.shape
+    def post(self, k: torch.Tensor, v: torch.Tensor):
+        """Sends K|V of the rows my neighbours need; only those rows are copied (h of n)."""
+        B, H, _, D = k.shape
         s = self.layout.bounds[self.rank]
-        self.bufs = [x.new_empty(B, H, b - a, F) for _, a, b in self.pieces]
-        self.out = [x[:, :, a - s : b - s].contiguous() for _, a, b in self.sends]  # kept alive until sent
+        self.bufs = [k.new_empty(B, H, b - a, 2 * D) for _, a, b in self.pieces]
+        self.out = [torch.cat([k[:, :, a - s : b - s], v[:, :, a - s : b - s]], -1)  # kept alive until sent
+                    for _, a, b in self.sends]
         self.works = _exchange(self.bufs, self.pieces, self.out, self.sends, self.group, _TAG_FWD)
-        self.empty = x.new_empty(B, H, 0, F)
+        self.empty = k.new_empty(B, H, 0, 2 * D)
         return self
 
     def wait(self):
@@ -415,9 +425,9 @@ class _ShardedAttention(torch.autograd.Function):
         lay, group = spec.layout, spec.group
         D = q.shape[-1]
         mine = lay.local_global_pos(spec.rank)  # (B, Gl)
-        halo = _Halo(lay, spec.rank, spec.window * spec.dilation, group).post(torch.cat([k, v], -1))
+        halo = _Halo(lay, spec.rank, spec.window * spec.dilation, group).post(k, v)
         # The tile all-gather is tiny; it runs while the halo is in flight.
-        rows = gather_rows(torch.cat([k, v, qG], -1), mine)  # (B, H, Gl, 3D)
+        rows = torch.cat([gather_rows(t, mine) for t in (k, v, qG)], -1)  # (B, H, Gl, 3D)
         tile = _all_gather_cat(rows, group, 2) if lay.slots_per_shard else rows  # (B, H, S, 3D)
         got = {}
 

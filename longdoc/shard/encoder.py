@@ -198,7 +198,7 @@ def encode_sequential(model: nn.Module, ids, pos, *, global_mask=None, key_paddi
 
     def rows(xs_, pos_):  # (B, G) positions (-1 unused) -> (B, G, C) rows of the host activations
         C = xs_[0].shape[-1]
-        out = torch.zeros(B, pos_.shape[1], C)
+        out = torch.zeros(B, pos_.shape[1], C, dtype=xs_[0].dtype)
         for (s, e), x in zip(zip(bounds, bounds[1:]), xs_):
             hit = (pos_ >= s) & (pos_ < e)
             b, g = torch.nonzero(hit, as_tuple=True)
