@@ -5,13 +5,14 @@ One run:
 2. list the files (the walk, or ``--files-from``) and diff them against the ``files`` table: a file
    whose size and mtime match a row verified more than ``_RACY_S`` after that mtime is unchanged
    without being read; any other file is hashed (sha256 of its bytes) and compared;
-3. prune deleted files (one transaction), then for each new or changed file: load it, segment it,
-   encode its whole text once with the long-context encoder, pool one vector per segment, and swap
-   its rows in one transaction. The encoder is loaded only when something needs encoding, so a
-   no-change run never imports torch.
+3. prune deleted files (one transaction), then for each new or changed file (and the other members
+   of a pack one of them belonged to): load it, segment it, encode its whole text once with the
+   long-context encoder (small files of a folder packed into one sequence: ``PACK_TOKENS``), pool
+   one vector per segment, and swap its rows (a pack's together) in one transaction. The encoder is
+   loaded only when something needs encoding, so a no-change run never imports torch.
 
-A crash between files loses nothing; a crash inside a file's transaction leaves that file at its
-previous state, and the next run redoes it.
+A crash between files loses nothing; a crash inside a transaction leaves its files at their previous
+state, and the next run redoes them (a pack left half redone no longer matches its id: redone too).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from ..errors import LongdocError
@@ -30,6 +31,13 @@ from .walk import Entry, WalkOptions, WalkResult, read_file_list, walk
 # An mtime this close to the moment a row was verified may hide a later write within the file
 # system's timestamp granularity (1-2 s on some), so such files are re-hashed (git's "racy" rule).
 _RACY_S = 2.0
+# Packing (issue 5: "a whole file, or a run of small files, as one sequence"): consecutive files of one
+# folder and one language, each of at most PACK_FILE_TOKENS tokens, are encoded together in sequences of
+# at most PACK_TOKENS tokens, so a short file's in-context vectors see its neighbours. A change to one
+# member re-encodes its whole pack. PACK_TOKENS = 0 encodes every file alone.
+PACK_TOKENS = 2048
+PACK_FILE_TOKENS = 512
+_PACK_SEP = "\n\n"  # between packed texts: whitespace, so no token straddles two files
 
 
 @dataclass
@@ -167,8 +175,25 @@ def _diff(store: Store, entries: list[Entry]):
             touched.append(e)
         else:
             to_encode.append((e, sha))
-    live = {e.rel for e in entries}
+    live = {e.rel: e for e in entries}
     deleted = sorted(p for p in rows if p not in live)
+    # A pack's vectors were computed together: when a member changes or goes, the other members are
+    # re-encoded too (and the packs formed afresh), so no vector keeps the context of an old neighbour.
+    packs = {rows[p].pack for p in [e.rel for e, _ in to_encode] + deleted if p in rows and rows[p].pack}
+    # A pack id is the hash of its members' paths: one that no longer matches its rows (a run killed
+    # between re-encoding the packs of a changed folder) is redone as well.
+    members: dict[str, list[str]] = {}
+    for rel, row in rows.items():
+        if row.pack:
+            members.setdefault(row.pack, []).append(rel)
+    packs |= {pid for pid, rels in members.items() if pack_id(rels) != pid}
+    if packs:
+        queued = {e.rel for e, _ in to_encode}
+        mates = {rel for rel, row in rows.items() if row.pack in packs and rel in live and rel not in queued}
+        to_encode += [(live[rel], rows[rel].sha256) for rel in sorted(mates)]
+        was_touched = [e for e in touched if e.rel in mates]
+        touched = [e for e in touched if e.rel not in mates]
+        unchanged -= len(mates) - len(was_touched)
     return to_encode, touched, unchanged, deleted
 
 
@@ -257,10 +282,13 @@ def build(
     return report
 
 
-def _model_key(model: str | None, window: int | None) -> str:
+def _model_key(model: str | None, window: int | None) -> str | None:
     from longdoc.tasks.ask import Engine
 
-    return Engine(model=model, window=window, use_cache=False).identity
+    try:
+        return Engine(model=model, window=window, use_cache=False).identity
+    except LongdocError:  # a folder that loaded but is not what `ask` would resolve: no shortcut
+        return None
 
 
 def _remove_db(db: Path) -> None:
@@ -302,7 +330,6 @@ def _selection(manifest: dict, opts: WalkOptions | None, files_from: str | None)
 
 def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password):
     total_bytes = sum(e.size for e, _ in to_encode)
-    done_bytes = 0
     if progress:
         progress(Progress(0, len(to_encode), 0, total_bytes, 0, time.monotonic() - t0))
     encoder = lazy.get()
@@ -312,31 +339,85 @@ def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, lo
     elif manifest["model_fingerprint"] != ident["fingerprint"]:
         raise LongdocError(model_mismatch(report.root, manifest, encoder))
     t_enc = time.monotonic()
-    for i, (e, _) in enumerate(to_encode):
-        n_tokens = _encode_one(store, e, encoder, report, load, segment, password)
-        report.tokens += n_tokens
-        done_bytes += e.size
+    done = {"files": 0, "bytes": 0}
+
+    def advance(e: Entry) -> None:
+        done["files"] += 1
+        done["bytes"] += e.size
         if progress:
-            progress(Progress(i + 1, len(to_encode), done_bytes, total_bytes, report.tokens,
+            progress(Progress(done["files"], len(to_encode), done["bytes"], total_bytes, report.tokens,
                               time.monotonic() - t_enc, e.rel))
+
+    open_packs: dict[tuple, list[_Loaded]] = {}  # (folder, kind, language) -> files waiting
+
+    def flush(group: list[_Loaded]) -> None:
+        _store_group(store, group, encoder, report)
+        for f in group:
+            advance(f.entry)
+
+    # Folder by folder (the files of a folder are consecutive here); within a folder the small files
+    # of one language fill packs in name order, big files in between are encoded alone.
+    folder = None
+    for e, _ in sorted(to_encode, key=lambda x: (str(PurePosixPath(x[0].rel).parent), x[0].rel)):
+        here = str(PurePosixPath(e.rel).parent)
+        if here != folder:
+            for group in open_packs.values():
+                flush(group)
+            open_packs.clear()
+            folder = here
+        f = _load_one(store, e, encoder, report, load, segment, password)
+        if f is None:  # recorded as failed or deleted
+            advance(e)
+        elif not (PACK_TOKENS and f.rows and f.n_tokens <= PACK_FILE_TOKENS):
+            flush([f])
+        else:
+            group = open_packs.setdefault(f.group, [])
+            if group and sum(p.n_tokens for p in group) + f.n_tokens > PACK_TOKENS:
+                flush(group)
+                group = open_packs[f.group] = []
+            group.append(f)
+    for group in open_packs.values():
+        flush(group)
 
 
 def _numpy(x):
     return x.float().numpy() if hasattr(x, "numpy") else x
 
 
-def _encode_one(store: Store, e: Entry, encoder, report: Report, load, segment, password) -> int:
-    """Encode one file and swap in its rows; returns its token count. Load failures are recorded."""
+@dataclass
+class _Loaded:
+    """A file read, hashed, loaded, segmented and tokenized, waiting to be encoded."""
+
+    entry: Entry
+    sha: str
+    st: object  # os.stat_result taken before the read
+    t_read: float
+    doc: object
+    rows: list[SegmentRow]
+    tokens: object
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens) if self.tokens is not None else 0
+
+    @property
+    def group(self) -> tuple:
+        """Files may share a pack only within one folder and one kind and language."""
+        return str(PurePosixPath(self.entry.rel).parent), self.doc.kind, self.doc.language
+
+
+def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, password) -> _Loaded | None:
+    """Read and segment one file; None when it vanished (pruned) or failed to load (recorded)."""
     t_read = time.time()
     try:
         st = e.path.stat()  # before reading: a write after this moment changes the mtime we store
         sha, data = sha256_file(e.path)
     except FileNotFoundError:
         store.delete_files([e.rel])  # deleted since the walk
-        return 0
+        return None
     except OSError as err:
         report.failed.append((e.rel, err.strerror or str(err)))
-        return 0
+        return None
     del data
     try:
         doc = load(str(e.path), password=password)
@@ -346,18 +427,50 @@ def _encode_one(store: Store, e: Entry, encoder, report: Report, load, segment, 
                            language=None, n_tokens=0, n_pages=None, error=msg, segments=(), vectors=None,
                            indexed_at=t_read)
         report.failed.append((e.rel, msg))
-        return 0
+        return None
     rows = _segments_for(doc, segment(doc))
-    n_tokens, vectors, local = 0, None, None
-    if rows:
-        tokens = encoder.tokenize(doc.text)
-        n_tokens = len(tokens)
-        vectors = _numpy(encoder.embed_spans(doc.text, [(r.char_start, r.char_end) for r in rows], tokens=tokens))
-        # Each segment alone too: on docstring -> function retrieval the two rankings are complementary
-        # (docs/index.md), and a short text is cheap next to the whole file.
-        local = _numpy(encoder.embed_texts([r.text for r in rows]))
-    store.replace_file(e.rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=doc.kind,
-                       language=doc.language, n_tokens=n_tokens, n_pages=doc.n_pages, error=None,
-                       segments=rows, vectors=vectors, local=local, indexed_at=t_read)
-    report.encoded.append(e.rel)
-    return n_tokens
+    tokens = encoder.tokenize(doc.text) if rows else None
+    return _Loaded(e, sha, st, t_read, doc, rows, tokens)
+
+
+def pack_id(paths) -> str:
+    """The id of a pack: a hash of its members' relative paths, so the rows can be checked against it."""
+    return hashlib.sha256("\0".join(sorted(paths)).encode()).hexdigest()[:16]
+
+
+def _store_group(store: Store, group: list[_Loaded], encoder, report: Report) -> None:
+    """Encode one file, or a pack of small files as one sequence, and swap in their rows together."""
+    vectors: list = [None] * len(group)
+    local: list = [None] * len(group)
+    if len(group) == 1:
+        f = group[0]
+        if f.rows:
+            vectors[0] = _numpy(encoder.embed_spans(f.doc.text, [(r.char_start, r.char_end) for r in f.rows],
+                                                    tokens=f.tokens))
+    else:
+        # The texts joined by _PACK_SEP; each segment's span shifted by its file's start in the pack.
+        spans, starts, at = [], [], 0
+        for f in group:
+            starts.append(at)
+            spans += [(at + r.char_start, at + r.char_end) for r in f.rows]
+            at += len(f.doc.text) + len(_PACK_SEP)
+        packed = _numpy(encoder.embed_spans(_PACK_SEP.join(f.doc.text for f in group), spans))
+        at = 0
+        for i, f in enumerate(group):
+            vectors[i], at = packed[at:at + len(f.rows)], at + len(f.rows)
+    # Each segment alone too: on docstring -> function retrieval the two rankings are complementary
+    # (docs/index.md), and a short text is cheap next to the whole file. One call for the group.
+    texts = [r.text for f in group for r in f.rows]
+    if texts:
+        alone = _numpy(encoder.embed_texts(texts))
+        at = 0
+        for i, f in enumerate(group):
+            local[i], at = alone[at:at + len(f.rows)], at + len(f.rows)
+    pid = pack_id([f.entry.rel for f in group]) if len(group) > 1 else None
+    store.replace_files([dict(
+        path=f.entry.rel, sha256=f.sha, size=f.st.st_size, mtime_ns=f.st.st_mtime_ns, kind=f.doc.kind,
+        language=f.doc.language, n_tokens=f.n_tokens, n_pages=f.doc.n_pages, error=None, segments=f.rows,
+        vectors=vectors[i], local=local[i], indexed_at=f.t_read, pack=pid) for i, f in enumerate(group)])
+    for f in group:
+        report.encoded.append(f.entry.rel)
+        report.tokens += f.n_tokens

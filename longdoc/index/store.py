@@ -1,6 +1,6 @@
 """The index database: one SQLite file per indexed root, readable with the ``sqlite3`` shell.
 
-Layout (schema version 2)::
+Layout (schema version 3)::
 
     manifest  one row: schema_version, root, model_fingerprint (the encoder's: weights + config),
               model (name), tokenizer (hash of its definition), window (radius), dim, model_key
@@ -8,7 +8,8 @@ Layout (schema version 2)::
               (JSON of the walk options), longdoc_version, created_at, updated_at (unix seconds)
     files     one row per indexed file: path (POSIX, relative to the root), sha256 of its bytes, size,
               mtime_ns, kind, language, n_tokens, n_pages, error (why it holds no segments), indexed_at
-              (unix seconds taken *before* the file was read: see build._RACY_S)
+              (unix seconds taken *before* the file was read: see build._RACY_S), pack (shared by small
+              files encoded together as one sequence; NULL: encoded alone)
     segments  one row per passage: file_id, ord, char_start/char_end (into the loaded text), line_start/
               line_end (1-based, inclusive), page (PDFs), kind, label, text, vector (the segment's tokens
               pooled from the whole file's encoding: it knows its surroundings), local (the segment
@@ -18,8 +19,8 @@ Layout (schema version 2)::
 ``vector`` and ``local`` are ``dim`` little-endian IEEE-754 float32 values (``dim * 4`` bytes), L2-normalised, i.e.
 ``numpy.frombuffer(blob, "<f4")``. Nothing is pickled.
 
-Durability: WAL journal; every file's rows (its ``files`` row, segments, vectors and FTS entries) are
-replaced in one transaction, so a process killed at any instant leaves each file either fully at
+Durability: WAL journal; every file's rows (its ``files`` row, segments, vectors and FTS entries; a
+pack's files together) are replaced in one transaction, so a process killed at any instant leaves each file either fully at
 its old state or fully at its new one. Writers take an exclusive ``flock`` on ``<db>.lock`` for the
 whole run (released by the kernel when the process dies); readers need no lock (WAL snapshots).
 
@@ -109,6 +110,8 @@ MIGRATIONS: list[Migration] = [
     """),
     # 2: a second vector per segment, the segment encoded alone; vectors of version 1 indexes lack it.
     Migration(2, "ALTER TABLE segments ADD COLUMN local BLOB;", rebuild=True),
+    # 3: files encoded together as one sequence share a pack id; NULL (every file before) = alone.
+    Migration(3, "ALTER TABLE files ADD COLUMN pack TEXT;"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -126,6 +129,7 @@ class FileRow:
     n_pages: int | None
     error: str | None
     indexed_at: float
+    pack: str | None = None  # files encoded as one sequence share it (see indexer.PACK_TOKENS)
 
 
 @dataclass
@@ -283,33 +287,47 @@ class Store:
     def files(self) -> dict[str, FileRow]:
         rows = self.conn.execute(
             "SELECT id, path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages, error,"
-            " indexed_at FROM files")
+            " indexed_at, pack FROM files")
         return {r[1]: FileRow(*r) for r in rows}
 
     def replace_file(self, path: str, *, sha256: str, size: int, mtime_ns: int, kind: str | None,
                      language: str | None, n_tokens: int, n_pages: int | None, error: str | None,
                      segments: Sequence[SegmentRow], vectors: np.ndarray | None,
-                     indexed_at: float, local: np.ndarray | None = None) -> None:
+                     indexed_at: float, local: np.ndarray | None = None, pack: str | None = None) -> None:
         """Swap in a file's new rows atomically: all of them or, after a crash, none."""
+        self.replace_files([dict(path=path, sha256=sha256, size=size, mtime_ns=mtime_ns, kind=kind,
+                                 language=language, n_tokens=n_tokens, n_pages=n_pages, error=error,
+                                 segments=segments, vectors=vectors, indexed_at=indexed_at, local=local,
+                                 pack=pack)])
+
+    def replace_files(self, files: Sequence[dict]) -> None:
+        """Swap in several files' rows (``replace_file``'s arguments, one dict each) in one transaction:
+        the members of a pack, whose vectors were computed together, change together."""
         dim = self.conn.execute("SELECT dim FROM manifest WHERE id = 1").fetchone()
-        if segments:
-            vectors = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
-            local = np.ascontiguousarray(local, dtype=VECTOR_DTYPE)
-            for v in (vectors, local):
-                if v.shape[0] != len(segments) or (dim and dim[0] and v.shape[1] != dim[0]):
-                    raise ValueError(f"{path}: {v.shape} vectors for {len(segments)} segments")
+        prepared = []
+        for f in files:
+            segments, vectors, local = f["segments"], f["vectors"], f.get("local")
+            if segments:
+                vectors = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
+                local = np.ascontiguousarray(local, dtype=VECTOR_DTYPE)
+                for v in (vectors, local):
+                    if v.shape[0] != len(segments) or (dim and dim[0] and v.shape[1] != dim[0]):
+                        raise ValueError(f"{f['path']}: {v.shape} vectors for {len(segments)} segments")
+            prepared.append((f, segments, vectors, local))
         with self.transaction() as c:
-            self._delete_file(c, path)
-            cur = c.execute(
-                "INSERT INTO files (path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages,"
-                " error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages, error, indexed_at))
-            fid = cur.lastrowid
-            c.executemany(
-                "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"
-                " kind, label, text, vector, local) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(fid, i, s.char_start, s.char_end, s.line_start, s.line_end, s.page, s.kind, s.label,
-                  s.text, vectors[i].tobytes(), local[i].tobytes()) for i, s in enumerate(segments)])
+            for f, segments, vectors, local in prepared:
+                self._delete_file(c, f["path"])
+                cur = c.execute(
+                    "INSERT INTO files (path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages,"
+                    " error, indexed_at, pack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (f["path"], f["sha256"], f["size"], f["mtime_ns"], f["kind"], f["language"], f["n_tokens"],
+                     f["n_pages"], f["error"], f["indexed_at"], f.get("pack")))
+                fid = cur.lastrowid
+                c.executemany(
+                    "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"
+                    " kind, label, text, vector, local) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(fid, i, s.char_start, s.char_end, s.line_start, s.line_end, s.page, s.kind, s.label,
+                      s.text, vectors[i].tobytes(), local[i].tobytes()) for i, s in enumerate(segments)])
 
     def touch_files(self, stats: Sequence[tuple[str, int, int]], verified_at: float) -> None:
         """Record new ``(path, size, mtime_ns)`` stats of files whose content hash did not change."""
