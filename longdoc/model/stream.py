@@ -24,7 +24,6 @@ import torch
 
 from longdoc.kernels import local_global_attention
 from longdoc.model import variants
-from longdoc.model.encoder import position_ids
 
 
 class StreamEncoder:
@@ -77,8 +76,8 @@ class StreamEncoder:
         dev = self.enc.device
         ids = self.ids[c0 - self.base: c1 - self.base].to(dev)[None]
         n = c1 - c0
-        pos = (position_ids(self.cfg, c1, device=dev)[c0:c1] if self.cfg.positions == "tile"
-               else (torch.arange(c0, c1, device=dev) % self.cfg.usable_positions) + self.cfg.position_offset)
+        # tiled positions (i mod P), computed for the context only: nothing grows with the stream
+        pos = torch.arange(c0, c1, device=dev) % self.cfg.usable_positions + self.cfg.position_offset
         x = self.net.embeddings(ids, pos[None])
         record = self.sink_kv is None and c0 == 0 and n >= self.s
         if record:
