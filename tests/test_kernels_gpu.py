@@ -112,3 +112,23 @@ def test_torch_compile_full_graph():
     assert rel_err(loss, loss_e) < 1e-5
     for a, b in zip(g, g_e):
         assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_global_rows_partial_matches_torch_path(dtype):
+    """The sharded encoder's global rows on the GPU pass (several key chunks, padding) against the
+    chunked PyTorch path it replaces there, which runs on the CPU in CI."""
+    from longdoc.kernels.triton_attention import global_rows_partial
+    from longdoc.shard.attention import global_partial
+
+    g = torch.Generator().manual_seed(int.from_bytes(__import__("os").urandom(4), "little"))
+    B, H, S, n, D = 2, 4, 16, 70_001, 64
+    qg, k, v = (torch.randn(B, H, m, D, generator=g) for m in (S, n, n))
+    valid = torch.ones(B, n, dtype=torch.bool)
+    valid[0, 5_000:9_000] = False
+    with torch.no_grad():
+        ref_o, ref_l = global_partial(qg, k.to(dtype).float(), v.to(dtype).float(), valid, 0.125)  # CPU torch path
+        out, lse = global_rows_partial(qg.to(dtype).cuda(), k.to(dtype).cuda(), v.to(dtype).cuda(),
+                                       key_padding_mask=~valid.cuda(), scale=0.125)
+    tol_o, tol_l, _ = TOL[dtype]
+    assert rel_err(out.cpu(), ref_o) < tol_o and rel_err(lse.cpu(), ref_l) < tol_l
