@@ -244,6 +244,21 @@ def lsh_defaults(n: int, window: int, buckets: int = 0, chunk: int = 0) -> tuple
     return buckets, chunk
 
 
+def _angular_buckets(x, rot):
+    """argmax([x R, -x R]) per token, (B, H, N), in row blocks so the (N, buckets) projection is never
+    held whole (it would be O(N^2 / chunk) with the default bucket count)."""
+    B, H, N, D = x.shape
+    half = rot.shape[-1]
+    out = torch.empty(B, H, N, dtype=torch.long, device=x.device)
+    step = max(1, _SCORE_BUDGET // max(B * H * half, 1))
+    for i0 in range(0, N, step):
+        proj = torch.einsum("bhnd,hdk->bhnk", x[:, :, i0:i0 + step], rot)
+        hi, lo = proj.max(-1), proj.min(-1)
+        # the first maximum of [p, -p]: in the first half when max(p) >= max(-p), as argmax would pick
+        out[:, :, i0:i0 + step] = torch.where(hi.values >= -lo.values, hi.indices, lo.indices + half)
+    return out
+
+
 def lsh_chunk_ids(q, k, key_valid, *, buckets, rounds, chunk, seed=0):
     """The hashing of ``lsh``, shared with the tests' dense reference.
 
@@ -259,8 +274,7 @@ def lsh_chunk_ids(q, k, key_valid, *, buckets, rounds, chunk, seed=0):
     q_order, k_order, q_chunk, k_chunk = [], [], [], []
     for r in range(rounds):
         for x, order_l, chunk_l in ((qn, q_order, q_chunk), (kn, k_order, k_chunk)):
-            proj = torch.einsum("bhnd,hdk->bhnk", x, rot[r])
-            bucket = torch.cat([proj, -proj], -1).argmax(-1)  # (B, H, N)
+            bucket = _angular_buckets(x, rot[r])  # (B, H, N)
             bucket = bucket.masked_fill(pad, buckets)
             order = torch.argsort(bucket * N + pos, dim=-1)  # keys are unique: a total order
             rank = torch.empty_like(order)
