@@ -124,3 +124,21 @@ def test_ask_on_indexed_tree_imports_no_torch(tiny_model_dir, tmp_path):
         heavy = {m for m in imported if m.split(".")[0] in ("torch", "transformers", "bm25s")}
         assert not heavy, sorted(heavy)[:5]
         assert json.loads(r.stdout)[0]["results"]
+
+
+def test_roberta_family_position_offset_agrees(tiny_model_dir, tmp_path):
+    """RoBERTa-family checkpoints number positions from pad_token_id + 1; the MiniLM tokenizer is kept
+    (the offset, not the vocabulary, is what differs)."""
+    import torch
+    from transformers import RobertaConfig, RobertaModel
+
+    out = tmp_path / "tiny-roberta"
+    torch.manual_seed(1)
+    cfg = RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=514, pad_token_id=1, type_vocab_size=1,
+                        layer_norm_eps=1e-5)
+    RobertaModel(cfg, add_pooling_layer=False).save_pretrained(out, safe_serialization=True)
+    shutil.copy(tiny_model_dir / "tokenizer.json", out / "tokenizer.json")
+    fast = NumpyEmbedder.load(str(out))
+    assert fast is not None and fast.offset == 2 and fast.limit == 512
+    _check_agrees(out, QUESTIONS)
