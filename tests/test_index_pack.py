@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from longdoc.index import build
-from longdoc.index import indexer
+from longdoc.index import build, indexer
 from longdoc.index.locate import db_path
 
 sys.path.insert(0, str(Path(__file__).parent))

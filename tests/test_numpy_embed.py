@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from longdoc.model.files import default_model_path
 from longdoc.model.numpy_embed import NumpyEmbedder, _erf
