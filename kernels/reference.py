@@ -98,12 +98,30 @@ def _band(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
     return out[:, :, :N], lse[:, :, :N]
 
 
+def _rows(t, lo, hi, fill=0.0):
+    """Rows [lo, hi) of t along dim -2 (or of a 1-D t), with `fill` where they fall outside t: a
+    view when they all lie inside (no copy), else a padded copy of just that range."""
+    n = t.shape[-2] if t.dim() > 1 else t.shape[0]
+    if 0 <= lo and hi <= n:
+        return t[..., lo:hi, :] if t.dim() > 1 else t[lo:hi]
+    shape = (*t.shape[:-2], hi - lo, t.shape[-1]) if t.dim() > 1 else (hi - lo,)
+    out = torch.full(shape, fill, dtype=t.dtype, device=t.device)
+    a, b = max(lo, 0), min(hi, n)
+    if a < b:
+        if t.dim() > 1:
+            out[..., a - lo : b - lo, :] = t[..., a:b, :]
+        else:
+            out[a - lo : b - lo] = t[a:b]
+    return out
+
+
 def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
     """Same contract as ``_band``, for fp32 inference on the CPU, on torch's fused flash-attention op.
 
-    Blocks of c queries attend their (c + 2w)-key windows through overlapping strided views of one
-    padded K and V (``as_strided``: no window is copied, where unfolding copied every key about
-    (c + 2w) / c times); the band edges and excluded keys are an additive mask. The global tile is a
+    Blocks of c queries attend their (c + 2w)-key windows as overlapping strided views (``as_strided``)
+    of q, k and v themselves: no window is copied (unfolding copied every key about (c + 2w) / c
+    times), and only the first and last few blocks, whose windows leave the sequence, read a padded
+    copy of their rows. The band edges and excluded keys are an additive mask. The global tile is a
     second flash call of every query against the G global keys, merged by log-sum-exp. Masks are finite
     (-1e30) so no NaN arises; rows with no visible key are zeroed and get lse -inf, as in ``_band``."""
     B, H, N, D = q.shape
@@ -111,51 +129,49 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
     c = min(block, 64)  # measured on 2 cores at w = 128: 64 beat 128 and 256 (fewer masked scores)
     nb = -(-N // c)
     span = c + 2 * w
-    Np = nb * c + 2 * w  # keys padded by w on the left and up to the last block's window on the right
     G = kg.shape[2]
     neg = -1e30
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     r = torch.arange(c, device=q.device)[:, None]
     t = torch.arange(span, device=q.device)[None, :]
     band_bias = torch.zeros(c, span, dtype=q.dtype, device=q.device).masked_fill_(((t - r) < 0) | ((t - r) > 2 * w), neg)
     step = max(1, _SCORE_BUDGET // max(H * c * span, 1))  # blocks whose scores and mask are held at once
+    # Blocks [lo, hi) have their whole window inside the sequence: they read q, k, v in place.
+    lo = min(nb, -(-w // c))
+    hi = max(lo, min(nb, (N - w - c) // c + 1)) if N >= w + c else lo
     # Output rows in (B, N, H, D) memory, returned as a (B, H, N, D) view: the encoder's merge of the
     # heads back to (B, N, C) is then free instead of one more copy of the output.
     out = torch.empty(B, N, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
     lse = torch.empty(B, H, N, dtype=q.dtype, device=q.device)
     for b in range(B):  # one batch element at a time: its blocks form the flash op's batch dimension
-        kp = q.new_empty(H, Np, D)
-        vp = q.new_empty(H, Np, D)
-        for t_ in (kp, vp):  # only the padding is zeroed; the rest is overwritten
-            t_[:, :w].zero_()
-            t_[:, w + N :].zero_()
-        kp[:, w : w + N] = k[b]
-        vp[:, w : w + N] = v[b]
-        qp = q.new_empty(H, nb * c, D)
-        qp[:, N:].zero_()
-        qp[:, :N] = q[b]
-        valid = F.pad(key_valid[b], (w, Np - w - N), value=False)  # (Np,)
-        kv_bias = torch.zeros(Np, dtype=q.dtype, device=q.device).masked_fill_(~valid, neg)
+        kv_bias = torch.zeros(N, dtype=q.dtype, device=q.device).masked_fill_(~key_valid[b], neg)
         o_b = torch.empty(nb, H, c, D, dtype=q.dtype, device=q.device)
         l_b = torch.empty(nb, H, c, dtype=q.dtype, device=q.device)
-        for b0 in range(0, nb, step):
-            m = min(nb, b0 + step) - b0
-            kb = kp[:, b0 * c :].as_strided((m, H, span, D), (c * D, Np * D, D, 1))  # block i: keys [ic, ic + span)
-            vb = vp[:, b0 * c :].as_strided((m, H, span, D), (c * D, Np * D, D, 1))
-            qb = qp[:, b0 * c :].as_strided((m, H, c, D), (c * D, nb * c * D, D, 1))
-            bias = band_bias + kv_bias[b0 * c :].as_strided((m, 1, c, span), (c, 0, 0, 1))  # (m, 1, c, span)
-            o_b[b0 : b0 + m], l_b[b0 : b0 + m] = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                qb, kb, vb, attn_mask=bias, scale=scale)[:2]
+        for i0, i1 in ((0, lo), (lo, hi), (hi, nb)):
+            if i0 == i1:
+                continue
+            qr = _rows(q[b], i0 * c, i1 * c)  # (H, rows, D): views inside, padded copies at the ends
+            kr = _rows(k[b], i0 * c - w, i1 * c + w)
+            vr = _rows(v[b], i0 * c - w, i1 * c + w)
+            br = _rows(kv_bias, i0 * c - w, i1 * c + w, fill=neg)
+            (qh, qn), (kh, kn), (vh, vn) = (x.stride()[:2] for x in (qr, kr, vr))
+            for b0 in range(i0, i1, step):
+                m, o0 = min(i1, b0 + step) - b0, (b0 - i0) * c  # o0: the group's first row in qr / kr
+                qb = qr[:, o0:].as_strided((m, H, c, D), (c * qn, qh, qn, 1))  # block j: rows [jc, jc + c)
+                kb = kr[:, o0:].as_strided((m, H, span, D), (c * kn, kh, kn, 1))  # keys [jc - w, jc + c + w)
+                vb = vr[:, o0:].as_strided((m, H, span, D), (c * vn, vh, vn, 1))
+                bias = band_bias + br[o0:].as_strided((m, 1, c, span), (c, 0, 0, 1))  # (m, 1, c, span)
+                o_b[b0 : b0 + m], l_b[b0 : b0 + m] = flash(qb, kb, vb, attn_mask=bias, scale=scale)[:2]
         o = out[b]  # (H, N, D) view
         o.transpose(0, 1).copy_(o_b.permute(0, 2, 1, 3).reshape(nb * c, H, D)[:N])
         l = l_b.transpose(0, 1).reshape(H, nb * c)[:, :N]
         # Rows that see some band key: a valid key within [i - w, i + w], by a running count.
-        cs = F.pad(valid.to(torch.int32).cumsum(0), (1, 0))
+        cs = F.pad(F.pad(key_valid[b], (w, w), value=False).to(torch.int32).cumsum(0), (1, 0))
         i = torch.arange(N, device=q.device)
-        visible = (cs[i + 2 * w + 1] - cs[i]) > 0  # padded coordinates: keys [i, i + 2w] around i + w
+        visible = (cs[i + 2 * w + 1] - cs[i]) > 0
         if G:
             g_bias = torch.zeros(1, 1, 1, G, dtype=q.dtype, device=q.device).masked_fill_(~g_valid[b].view(1, 1, 1, G), neg)
-            og, lg = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q[b][None], kg[b][None], vg[b][None], attn_mask=g_bias, scale=scale)[:2]
+            og, lg = flash(q[b][None], kg[b][None], vg[b][None], attn_mask=g_bias, scale=scale)[:2]
             mx = torch.maximum(l, lg[0])
             a, e = torch.exp(l - mx), torch.exp(lg[0] - mx)
             torch.lerp(og[0], o, (a / (a + e))[..., None], out=o)  # a/(a+e) * band + e/(a+e) * globals
@@ -183,6 +199,17 @@ def _global_rows(qg, k, v, key_valid, g_valid, scale):
     out = torch.einsum("bhgn,bhnd->bhgd", p, v)
     lse = lse.masked_fill(~g_valid[:, None, :], float("-inf"))
     return out, lse
+
+
+def _global_rows_fused(qg, k, v, key_valid, g_valid, scale):
+    """``_global_rows`` on the CPU flash op, for the fp32 inference path: reads k and v in place
+    (the matmul form copied the strided K and V of the encoder's fused projection)."""
+    bias = torch.zeros(key_valid.shape, dtype=qg.dtype, device=qg.device).masked_fill_(~key_valid, -1e30)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        qg, k, v, attn_mask=bias[:, None, None, :], scale=scale)[:2]
+    seen = key_valid.any(1)[:, None, None]  # (B, 1, 1): a row with no key at all gives 0 and -inf
+    lse = lse.masked_fill(~seen | ~g_valid[:, None, :], float("-inf"))
+    return out * seen[..., None], lse
 
 
 def local_global_attention_reference(
@@ -251,12 +278,18 @@ def local_global_attention_reference(
         else:
             safe = global_idx.clamp(min=0)[:, None, :, None].expand(B, H, global_idx.shape[1], D)
             qg, kG, vG = torch.gather(q, 2, safe), k, v
-        og, lg = _global_rows(qg, kG, vG, key_valid, g_valid, scale)
-        # Global rows replace the band rows at their positions: valid slots only, out of place (autograd).
+        fused = _use_fused(qg)
+        og, lg = (_global_rows_fused if fused else _global_rows)(qg, kG, vG, key_valid, g_valid, scale)
+        # Global rows replace the band rows at their positions: valid slots only; out of place where
+        # autograd may need the band output, in place on the inference path (no copy of the output).
         bi, gi = torch.nonzero(g_valid, as_tuple=True)  # (K,) each
         at = (bi[:, None], torch.arange(H, device=dev)[None, :], global_idx[bi, gi][:, None])  # (K, H)
-        out = out.index_put(at, og[bi, :, gi])  # values (K, H, D)
-        lse = lse.index_put(at, lg[bi, :, gi])
+        if fused:
+            out.index_put_(at, og[bi, :, gi])
+            lse.index_put_(at, lg[bi, :, gi])
+        else:
+            out = out.index_put(at, og[bi, :, gi])  # values (K, H, D)
+            lse = lse.index_put(at, lg[bi, :, gi])
 
     out = out.to(in_dtype)
     return (out, lse) if return_lse else out
