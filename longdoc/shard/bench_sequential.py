@@ -8,6 +8,8 @@ pinned host memory. Columns: time of one forward after one warm-up (the sequenti
 skipped above --once-above tokens, where a second pass costs more than it tells), the device's peak
 allocated memory, the process's peak resident memory. At the smallest n both modes are compared
 elementwise (the same weights and input; the tolerance is the dtype's, as in longdoc.shard.scaling).
+In bf16 a random 12-layer model's own bf16-vs-fp32 difference already exceeds that tolerance (see
+docs/sharding.md), so decide exactness with --dtype fp32; bf16 is for time and memory.
 Random weights from --seed, 16 global tokens spread over the input. Prints a markdown table and writes
 it to ``$OUT/sequential.md`` when OUT is set.
 """
@@ -51,16 +53,22 @@ def inputs(cfg, n: int, G: int, seed: int):
     return ids, pos, gm
 
 
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def timed(fn, dev, reps: int):
-    out, times = None, []
+    """(output, seconds) of the last of `reps` calls; earlier calls are warm-up."""
+    out, t = None, 0.0
     for _ in range(reps):
-        out = None
-        torch.cuda.synchronize(dev) if dev.type == "cuda" else None
+        out = None  # the previous output is freed before the next call allocates its own
+        _sync(dev)
         t0 = time.perf_counter()
         out = fn()
-        torch.cuda.synchronize(dev) if dev.type == "cuda" else None
-        times.append(time.perf_counter() - t0)
-    return out, times[-1]
+        _sync(dev)
+        t = time.perf_counter() - t0
+    return out, t
 
 
 def main(argv=None) -> int:
