@@ -95,3 +95,14 @@ def test_preflight_reports_a_missing_triton(monkeypatch):
     monkeypatch.setattr(K, "local_global_attention_triton", None)
     ok, msg = scaling.preflight(torch.device("cpu"), torch.float32)
     assert not ok and "Triton" in msg
+
+
+def test_sequential_bench_runs_and_checks_exactness(capsys):
+    """The one-device benchmark on the CPU: a table row per mode and a passing fp32 exactness line."""
+    from longdoc.shard.bench_sequential import main as bench_main
+
+    assert bench_main(["--preset", "minilm", "--dtype", "fp32", "--tokens", "300", "--shard-tokens", "128",
+                       "--globals", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| 300 | whole |" in out and "| 300 | sequential, 128 shards |" in out
+    assert "PASS" in out
