@@ -323,7 +323,7 @@ def _exchange(recv_bufs, recv_from, send_bufs, send_to, group, tag):
 
 
 class _Halo:
-    """One halo exchange of a (B, H, n, F) tensor: isend/irecv posted at construction, `wait()` returns
+    """One halo exchange of K|V (B, H, rows, 2D): receives and sends posted by `post`, `wait()` returns
     the left and right halos. `reverse()` sends gradients of the received rows back to their owners
     and returns the gradient for the local rows that were sent out."""
 
