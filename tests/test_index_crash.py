@@ -183,3 +183,35 @@ def test_two_indexers_one_waits_one_refuses(tmp_path):
     assert waiter.returncode == 0 and "up to date" in out2 and "waiting for another" in err2
     files, _ = check_db(root)
     assert files == N_FILES
+
+
+def test_real_write_failure_mid_run_is_a_clear_error_and_resumes(tmp_path):
+    """A real OS-level write failure, not a simulated one: the child's file-size limit (RLIMIT_FSIZE,
+    with SIGXFSZ ignored, so write() fails with EFBIG as on a full disk) is set just above the index's
+    size, and the run has 40 new files to store. It must end with one line and exit 2, leave an index
+    that verifies completely, and a later run without the limit must resume and finish."""
+    import resource
+
+    rng = random.Random(4)
+    root = tmp_path / "tree"
+    write_tree(root, rng, 0)
+    env = child_env(tmp_path)
+    cmd = [sys.executable, "-m", "longdoc", "index", str(root), "-q"]
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120).returncode == 0
+    before, _ = check_db(root)
+    for i in range(40):
+        (root / f"big{i}.py").write_text("\n\n".join(f"def big_{i}_{j}(x):\n    return x + {j}\n" for j in range(200)))
+    limit = db_path(root).stat().st_size + 32 * 1024
+
+    def cap_file_size():  # runs in the child before exec
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, preexec_fn=cap_file_size)
+    assert full.returncode == 2, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in full.stderr
+    assert check_db(root)[0] >= before  # verified completely; nothing indexed before was lost
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert check_db(root)[0] == before + 40
