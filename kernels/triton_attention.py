@@ -743,6 +743,27 @@ def _lastdim_contig(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _global_rows_pass(qg, kG, vG, kb, has_bias, qk_scale):
+    """The global query rows qg (B, H, G_PAD, D) against every key of kG, vG (B, H, N, D), in chunks of
+    the sequence: per-chunk normalised partials po (B, H, C, G_PAD, D) and log2-unit LSEs pl
+    (B, H, C, G_PAD), both fp32, for a log-sum-exp merge."""
+    B, H, g_pad, D = qg.shape
+    N = kG.shape[2]
+    kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
+    block = _blocks(D, qg.dtype)["glob"]
+    chunk = _chunk(N, block)
+    n_chunks = triton.cdiv(N, chunk)
+    po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=qg.device)
+    pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=qg.device)
+    _fwd_global_rows_kernel[(n_chunks, B * H)](
+        qg, kG, vG, kb, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
+        kG.stride(0), kG.stride(1), kG.stride(2), vG.stride(0), vG.stride(1), vG.stride(2),
+        kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+        H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=block, G_PAD=g_pad, HAS_BIAS=has_bias,
+        DOT_PREC=_dot_precision(qg.dtype), num_warps=4)
+    return po, pl
+
+
 def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dilation, scale):
     B, H, N, D = q.shape
     global_qkv = None if qg_in is None else (qg_in, kG_in, vG_in)
@@ -778,17 +799,8 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
         _fwd_band[grid](*args, **meta)
 
     if g_pad:
-        kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
-        chunk = _chunk(N, t["glob"])
-        n_chunks = triton.cdiv(N, chunk)
-        po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
-        pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=q.device)
-        _fwd_global_rows_kernel[(n_chunks, B * H)](
-            qg, kG, vG, kb, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
-            kG.stride(0), kG.stride(1), kG.stride(2), vG.stride(0), vG.stride(1), vG.stride(2),
-            kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
-            H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
-            num_warps=4)
+        po, pl = _global_rows_pass(qg, kG, vG, kb, has_bias, qk_scale)
+        n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
             gpos.stride(0), out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
@@ -1019,19 +1031,8 @@ def global_rows_partial(qg, k, v, *, key_padding_mask=None, scale=None):
     g_pad = max(16, triton.next_power_of_2(S))
     q_pad = qg.new_zeros(B, H, g_pad, D)
     q_pad[:, :, :S] = qg
-    k, v = _lastdim_contig(k), _lastdim_contig(v)
     kb, has_bias = _key_bias(k, key_padding_mask)
-    t = _blocks(D, qg.dtype)
-    chunk = _chunk(n, t["glob"])
-    n_chunks = triton.cdiv(n, chunk)
-    po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=qg.device)
-    pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=qg.device)
-    _fwd_global_rows_kernel[(n_chunks, B * H)](
-        q_pad, k, v, kb, po, pl, q_pad.stride(0), q_pad.stride(1), q_pad.stride(2),
-        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
-        H, n, chunk, scale * LOG2E, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias,
-        DOT_PREC=_dot_precision(qg.dtype), num_warps=4)
+    po, pl = _global_rows_pass(q_pad, k, v, kb, has_bias, scale * LOG2E)
     po, pl = po[..., :S, :], pl[..., :S] * math.log(2.0)  # (B, H, C, S, D), (B, H, C, S) natural log
     m = pl.amax(2, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
