@@ -101,18 +101,14 @@ def _band(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
 def _rows(t, lo, hi, fill=0.0):
     """Rows [lo, hi) of t along dim -2 (or of a 1-D t), with `fill` where they fall outside t: a
     view when they all lie inside (no copy), else a padded copy of just that range."""
-    n = t.shape[-2] if t.dim() > 1 else t.shape[0]
-    if 0 <= lo and hi <= n:
-        return t[..., lo:hi, :] if t.dim() > 1 else t[lo:hi]
-    shape = (*t.shape[:-2], hi - lo, t.shape[-1]) if t.dim() > 1 else (hi - lo,)
-    out = torch.full(shape, fill, dtype=t.dtype, device=t.device)
-    a, b = max(lo, 0), min(hi, n)
-    if a < b:
-        if t.dim() > 1:
-            out[..., a - lo : b - lo, :] = t[..., a:b, :]
-        else:
-            out[a - lo : b - lo] = t[a:b]
-    return out
+    one_d = t.dim() == 1
+    n = t.shape[0] if one_d else t.shape[-2]
+    a = max(lo, 0)
+    b = max(a, min(hi, n))
+    inside = t[a:b] if one_d else t[..., a:b, :]
+    if (a, b) == (lo, hi):
+        return inside
+    return F.pad(inside, (a - lo, hi - b) if one_d else (0, 0, a - lo, hi - b), value=fill)
 
 
 def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
@@ -256,21 +252,17 @@ def local_global_attention_reference(
         band_valid &= ~is_global[:, :N]
 
     d = dilation
-    out = torch.empty(B, H, N, D, dtype=cdt, device=dev)
-    lse = torch.empty(B, H, N, dtype=cdt, device=dev)
-    for r in range(d):  # one ordinary band per residue class mod d
-        n_r = len(range(r, N, d))
-        if n_r == 0:
-            continue
-        blk = block or max(16, min(256, 1 << max(window - 1, 1).bit_length()))
-        band = _band_fused if _use_fused(q) else _band
-        o_r, l_r = band(q[:, :, r::d], k[:, :, r::d], v[:, :, r::d], band_valid[:, r::d],
-                         kg, vg, g_valid, window, scale, blk)
-        if d == 1:  # the whole output: no copy
-            out, lse = o_r, l_r
-            break
-        out[:, :, r::d] = o_r
-        lse[:, :, r::d] = l_r
+    blk = block or max(16, min(256, 1 << max(window - 1, 1).bit_length()))
+    band = _band_fused if _use_fused(q) else _band
+    if d == 1:  # one band: its output is the output (no copy)
+        out, lse = band(q, k, v, band_valid, kg, vg, g_valid, window, scale, blk)
+    else:  # one ordinary band per residue class mod d
+        out = torch.empty(B, H, N, D, dtype=cdt, device=dev)
+        lse = torch.empty(B, H, N, dtype=cdt, device=dev)
+        for r in range(min(d, N)):
+            sl = slice(r, None, d)
+            out[:, :, sl], lse[:, :, sl] = band(q[:, :, sl], k[:, :, sl], v[:, :, sl], band_valid[:, sl],
+                                                kg, vg, g_valid, window, scale, blk)
 
     if global_idx.numel():
         if global_qkv is not None:

@@ -146,7 +146,6 @@ class Cache:
         v = np.ascontiguousarray(vector, dtype="<f4").tobytes()
         self._put("INSERT OR REPLACE INTO questions VALUES (?,?,?)", (model, question, v))
 
-
     # Lexical scores -------------------------------------------------------------------------
     def get_lexical(self, passages_key: str, question: str):
         row = self._get("SELECT scores FROM lexical WHERE passages=? AND question=?", (passages_key, question))

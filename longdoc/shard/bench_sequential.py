@@ -26,8 +26,7 @@ import torch
 
 from longdoc.model.encoder import build, preset
 from longdoc.shard.encoder import encode_sequential
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from longdoc.shard.scaling import DTYPES, TOLERANCE
 
 
 def _n(text: str) -> int:
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     cfg = preset(a.preset)
     net = build(cfg).to(dev, dtype).eval()
-    atol, rtol = {"bf16": (2**-5, 2**-5), "fp16": (2**-8, 2**-8), "fp32": (1e-4, 1e-4)}[a.dtype]
+    atol, rtol = TOLERANCE[a.dtype]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
     total = torch.cuda.get_device_properties(dev).total_memory / 2**30 if dev.type == "cuda" else float("nan")
     rows, exact = [], None
@@ -99,10 +98,10 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats(dev)
         try:
             with torch.inference_mode():
-                d_ids, d_pos, d_gm = ids.to(dev), pos.to(dev), gm.to(dev)
-                out, t = timed(lambda: net(d_ids, d_pos, global_mask=d_gm), dev, 2)
+                on_dev = [x.to(dev) for x in (ids, pos, gm)]
+                out, t = timed(lambda: net(on_dev[0], on_dev[1], global_mask=on_dev[2]), dev, 2)
                 whole = out.cpu() if n == sizes[0] else None
-                del out, d_ids, d_pos, d_gm
+                out = on_dev = None  # freed before the sequential run
             peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
             rows.append((n, "whole", f"{t:.2f}", f"{n / t:,.0f}", f"{peak:.1f}", f"{_rss_gib():.1f}"))
         except torch.OutOfMemoryError:
