@@ -55,8 +55,14 @@ def _measure(fn, device, reps):
     return best, peak
 
 
-def _longdoc(size, n, device, dtype, globals_):
+def _longdoc(size, n, device, dtype, globals_, int8=False):
     net = build(preset(size)).to(device, dtype)
+    if int8:  # Linear layers in int8 dynamic quantisation (CPU); measured, not shipped (docs/encoder.md)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch.ao's deprecation notice, once per layer
+            torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     ids = torch.randint(1000, 30000, (1, n), device=device)
     pos = (torch.arange(n, device=device) % net.cfg.usable_positions)[None] + net.cfg.position_offset
     gm = torch.zeros(1, n, dtype=torch.bool, device=device)
@@ -123,7 +129,7 @@ def main(argv=None):
     for size in args.models.split(","):
         for impl in args.impls.split(","):
             for n in (int(x) for x in args.sizes.split(",")):
-                make = {"longdoc": _longdoc, "longformer": _longformer,
+                make = {"longdoc": _longdoc, "longdoc-int8": lambda *a: _longdoc(*a, int8=True), "longformer": _longformer,
                         "chunks": lambda *a: _chunks(*a, args.chunk_batch)}[impl]
                 try:
                     secs, peak = _measure(make(size, n, device, dtype, args.globals), device, args.reps)
