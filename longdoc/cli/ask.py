@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,26 +24,53 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
     return qs
 
 
-def _ask_stream(path, qs, *, k, threshold, model, window, attention):
-    """--stream: the sinks pattern over stdin or a file, read line by line (longdoc/tasks/stream_ask.py)."""
+def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, warn):
+    """--stream: the sinks pattern over stdin or a file (text decoded block by block, a PDF page by
+    page; longdoc/sources, longdoc/tasks/stream_ask.py)."""
     from longdoc.model.attention_spec import parse_spec
+    from longdoc.sources import stream
 
     name, params = parse_spec(attention or "sinks")
     if name != "sinks":
         raise LongdocError(f"--stream runs the sinks pattern only, not --attention {name}")
-    if path != "-" and not os.path.isfile(path):
-        raise LongdocError(f"{path}: no such file")
+    src = stream(path, password=password)  # a missing, binary or undecodable input fails here, before the model
     from longdoc.model import load_encoder
     from longdoc.tasks.stream_ask import ask_stream
 
     encoder = load_encoder(model, window=window)
-    src = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+    answers = ask_stream(src.chunks, qs, encoder=encoder, k=k, threshold=threshold, sinks=params.get("sinks", 4),
+                         path=path, pages=src.kind == "pdf")
+    for w in src.warnings:
+        warn(f"{path}: {w}")
+    return answers
+
+
+# Above this many tokens (estimated), encoding the whole input at once takes tens of minutes and several
+# GB on a CPU (docs/reliability.md: 238k tokens took 244 s and 3.31 GiB on 2 cores), so `ask` says that
+# --stream exists before it starts. An estimate, from the size: about 4 characters (bytes) a token.
+STREAM_HINT_TOKENS = 500_000
+
+
+def _stream_hint(path: str, n_chars: int, warn) -> None:
+    tokens = n_chars // 4
+    if tokens < STREAM_HINT_TOKENS:
+        return
+    warn(f"{path}: about {tokens:,} tokens; encoding them all at once takes time and memory in proportion "
+         "(about 4 min and 3.3 GiB per 238k tokens on 2 CPU cores); --stream reads it window by window in flat memory")
+
+
+def _text_size(path: str) -> int | None:
+    """The size in bytes of a regular file that is not a PDF (about its characters), else None."""
+    from longdoc.sources import looks_like_pdf
+
     try:
-        return ask_stream(src, qs, encoder=encoder, k=k, threshold=threshold, sinks=params.get("sinks", 4),
-                          path=path)
-    finally:
-        if src is not sys.stdin:
-            src.close()
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        with open(path, "rb") as f:
+            return None if looks_like_pdf(f.read(1024)) else st.st_size
+    except OSError:
+        return None  # the loader says what is wrong
 
 
 @click.command("ask")
@@ -88,9 +116,13 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
 
     with errors_as_json(as_json or as_jsonl):
         qs = _questions(questions, questions_file)
+        def warn(message):
+            if not quiet:
+                render.warning(message, as_json=as_json or as_jsonl)
+
         if stream:
             answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,
-                                  attention=attention)
+                                  attention=attention, password=password, warn=warn)
         elif path != "-" and Path(path).is_dir():
             from longdoc.index import search
 
@@ -112,10 +144,14 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                 engine = Engine(model=model, window=window, use_cache=not no_cache,
                                 devices=devices if devices == "auto" else int(devices),
                                 shard_tokens=shard_tokens, attention=attention)
+                size = _text_size(path) if path != "-" else None
+                if size is not None:  # a text file: said before the (long) read
+                    _stream_hint(path, size, warn)
                 doc = engine.load(path, password=password)
-                if not quiet:
-                    for w in doc.warnings:
-                        render.warning(f"{path}: {w}", as_json=as_json or as_jsonl)
+                for w in doc.warnings:
+                    warn(f"{path}: {w}")
+                if size is None:  # a PDF or stdin: known once read
+                    _stream_hint(path, len(doc.text), warn)
                 if status:
                     status.update(f"encoding {path} ({len(doc.text):,} chars)")
                 answers = ask(doc, qs, engine=engine, k=k, threshold=threshold)

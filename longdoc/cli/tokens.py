@@ -32,11 +32,12 @@ def command(paths, as_json, model):
     the total fits.
 
     Files inside a directory that cannot be read as text (binaries, broken PDFs) are skipped with a
-    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2).
+    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2). Text is
+    read and counted in blocks, so a file of any size is counted in flat memory.
     """
     from longdoc import tokens as tk
     from longdoc.model.files import load_tokenizer
-    from longdoc.sources import load
+    from longdoc.sources import stream
 
     tokenizer = load_tokenizer(model)
     counts, skipped = [], 0
@@ -44,15 +45,13 @@ def command(paths, as_json, model):
         if path != "-" and not os.path.exists(path):
             raise LongdocError(f"{path}: no such file or directory")
         for file, named in _files(path):
-            try:
-                doc = load(file)
+            try:  # read in blocks, never whole (longdoc/tokens.py: the counts equal the whole text's)
+                counts.append(tk.count_chunks(stream(file).chunks, file, tokenizer=tokenizer))
             except LongdocError as e:
                 if named:
                     raise
                 click.echo(f"longdoc: skipped {e}", err=True)
                 skipped += 1
-                continue
-            counts.append(tk.count(doc.text, file, tokenizer=tokenizer))
     if not counts:
         raise LongdocError("no readable file" + (f" ({skipped} skipped)" if skipped else ""))
     total = tk.total(counts)

@@ -16,19 +16,24 @@ file in a repository, and segmenting it yields no passages. A PDF without any ex
 an error. Nothing is truncated: the whole file is read. Only regular files (and ``-``) are read, so
 a FIFO or ``/dev/zero`` cannot hang the loader; ``timeout`` bounds PDF parsing, the only step whose
 time does not grow linearly with the file's size.
+
+``stream`` gives the same text in pieces (``TextStream``) for inputs too large to hold whole: ``ask
+--stream`` and ``tokens`` read through it.
 """
 from __future__ import annotations
 
 import os
 import stat
 import sys
+from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 from ..errors import LongdocError
 from .document import Document, Segment
-from .pdf import PAGE_SEPARATOR, read_pdf
-from .text import decode_text
+from .pdf import PAGE_SEPARATOR, iter_pages, open_pdf, read_pdf
+from .text import SAMPLE_BYTES, decode_text, iter_decoded
 
-__all__ = ["Document", "Segment", "load", "LOAD_TIMEOUT_S", "PAGE_SEPARATOR", "language_for",
+__all__ = ["Document", "Segment", "load", "stream", "TextStream", "looks_like_pdf", "LOAD_TIMEOUT_S", "PAGE_SEPARATOR", "language_for",
            "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES"]
 
 # Wall-clock limit for loading one file (seconds). pypdf extracts roughly 20-100 pages a second
@@ -79,29 +84,46 @@ def language_for(path: str, text: str = "") -> str | None:
     return None
 
 
-def _read_bytes(path: str) -> bytes:
+def _open_bytes(path: str):
+    """A binary file object for ``path`` ('-': standard input), after the checks every reader needs."""
     if path == "-":
         stream = getattr(sys.stdin, "buffer", None)
         if stream is None:
             raise LongdocError("-: no standard input to read")
-        return stream.read()
+        return stream
+    if os.path.isdir(path):
+        raise LongdocError(f"{path}: is a directory (index it with `longdoc index`)")
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):  # /dev/zero, a FIFO, a socket: could never end
             raise LongdocError(f"{path}: not a regular file (use - to read standard input)")
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise LongdocError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LongdocError(f"{path}: is a directory (index it with `longdoc index`)") from None
-    except PermissionError:
-        raise LongdocError(f"{path}: permission denied") from None
+        return open(path, "rb")
     except OSError as e:
-        raise LongdocError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise _os_error(path, e) from None
 
 
-def _looks_like_pdf(data: bytes) -> bool:
+def _os_error(path: str, e: OSError) -> LongdocError:
+    if isinstance(e, FileNotFoundError):
+        return LongdocError(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return LongdocError(f"{path}: is a directory (index it with `longdoc index`)")
+    if isinstance(e, PermissionError):
+        return LongdocError(f"{path}: permission denied")
+    return LongdocError(f"{path}: cannot read: {e.strerror or e}")
+
+
+def _read_bytes(path: str) -> bytes:
+    f = _open_bytes(path)
+    try:
+        return f.read()
+    except OSError as e:
+        raise _os_error(path, e) from None
+    finally:
+        if f is not getattr(sys.stdin, "buffer", None):
+            f.close()
+
+
+def looks_like_pdf(data: bytes) -> bool:
     # The PDF spec lets the header sit anywhere in the first 1024 bytes (readers tolerate junk before).
     return b"%PDF-" in data[:1024]
 
@@ -115,11 +137,9 @@ def load(path: str | os.PathLike, *, password: str | None = None,
     does not. Raises ``LongdocError`` with a one-line reason on any problem.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise LongdocError(f"{path}: is a directory (index it with `longdoc index`)")
     data = _read_bytes(path)
     ext = os.path.splitext(path)[1].lower()
-    if _looks_like_pdf(data):
+    if looks_like_pdf(data):
         text, page_starts, warnings = read_pdf(data, path, password=password, timeout=timeout)
         return Document(path, text, "pdf", page_starts=page_starts, warnings=warnings)
     if ext == ".pdf":
@@ -133,3 +153,86 @@ def load(path: str | os.PathLike, *, password: str | None = None,
     if lang is not None:
         return Document(path, text, "code", language=lang, encoding=encoding, warnings=warnings)
     return Document(path, text, "text", encoding=encoding, warnings=warnings)
+
+
+@dataclass
+class TextStream:
+    """The text of a source in pieces (``chunks``), for sources too large to hold as one ``str``.
+
+    Joined, the pieces equal ``load(path).text``: a PDF's pages joined by ``PAGE_SEPARATOR``, extracted
+    one at a time (the file's bytes are held, pypdf needs them; its text is not); a text file decoded
+    block by block (``text.iter_decoded``: the encoding is decided on the first MiB). ``warnings`` is
+    complete once ``chunks`` is exhausted.
+    """
+
+    path: str
+    kind: str  # "pdf" | "text" (Markdown and code are read as text)
+    chunks: Iterator[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def stream(path: str | os.PathLike, *, password: str | None = None,
+           timeout: float | None = LOAD_TIMEOUT_S) -> TextStream:
+    """``load`` without holding the text: the source is opened and its format (and a text file's
+    encoding) decided now, so a bad input fails before any work; the text is read as ``chunks`` are
+    consumed. Raises ``LongdocError`` with a one-line reason, now or while iterating."""
+    path = os.fspath(path)
+    f = _open_bytes(path)
+    try:
+        head = f.read(SAMPLE_BYTES)
+        if looks_like_pdf(head):
+            data = head + f.read()
+            _close(f)
+            warnings: list[str] = []
+            reader = open_pdf(data, path, password=password, timeout=timeout)
+            pages = iter_pages(reader, path, timeout=timeout, warnings=warnings)
+            return TextStream(path, "pdf", _joined(pages, PAGE_SEPARATOR), warnings)
+        if os.path.splitext(path)[1].lower() == ".pdf":
+            if not head:
+                raise LongdocError(f"{path}: empty file, not a PDF")
+            raise LongdocError(f"{path}: not a PDF (no %PDF- header); the file may be truncated or mislabelled")
+        warnings = []
+        chunks = iter_decoded(_Prefixed(head, f), path, warnings)
+        return TextStream(path, "text", _closing(chunks, f, path), warnings)
+    except OSError as e:
+        _close(f)
+        raise _os_error(path, e) from None
+    except BaseException:
+        _close(f)
+        raise
+
+
+class _Prefixed:
+    """``f`` with ``head`` (bytes already read from it) put back in front."""
+
+    def __init__(self, head: bytes, f):
+        self.head, self.f = head, f
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            if len(out) < n:
+                out += self.f.read(n - len(out))
+            return out
+        return self.f.read(n)
+
+
+def _close(f) -> None:
+    if f is not getattr(sys.stdin, "buffer", None):
+        f.close()
+
+
+def _closing(chunks, f, path):
+    try:
+        yield from chunks
+    except OSError as e:
+        raise _os_error(path, e) from None
+    finally:
+        _close(f)
+
+
+def _joined(parts, sep: str):
+    for i, part in enumerate(parts):
+        if i:
+            yield sep
+        yield part

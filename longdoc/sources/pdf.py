@@ -31,7 +31,8 @@ def _deadline(seconds: float | None):
     """Raise ``_Timeout`` inside the block after ``seconds`` of wall time.
 
     pypdf is pure Python, so SIGALRM interrupts it anywhere. Signals only work in the main thread;
-    elsewhere the caller's checks between pages (``_check``) are the only bound.
+    elsewhere ``_pdf_errors`` checks the time after each step. Each step (opening, one page) has its own
+    limit, so a long but healthy PDF (thousands of pages) is never cut off while one stuck page is.
     """
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
@@ -49,13 +50,6 @@ def _deadline(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
         if old_timer[0]:  # someone else's timer was running: give it back what is left
             signal.setitimer(signal.ITIMER_REAL, max(1e-3, old_timer[0]), old_timer[1])
-
-
-def _rearm(seconds: float | None) -> None:
-    """Restart the ``_deadline`` alarm: the limit is per step (opening, then each page), so a long but
-    healthy PDF (thousands of pages) is never cut off while one stuck page still is."""
-    if seconds and threading.current_thread() is threading.main_thread():
-        signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
 @contextlib.contextmanager
@@ -81,47 +75,18 @@ def _one_line(e: BaseException) -> str:
     return msg if len(msg) <= 160 else msg[:157] + "..."
 
 
-def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | None):
-    """Returns ``(text, page_starts, warnings)`` or raises ``LongdocError``."""
-    from pypdf import PdfReader
+@contextlib.contextmanager
+def _pdf_errors(name: str, timeout: float | None):
+    """One step of reading a PDF (opening it, or one page) under the time limit, pypdf's failures
+    turned into one-line ``LongdocError``s."""
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
-    started = [time.monotonic()]  # start of the current step
-
-    def check():
-        if timeout and time.monotonic() - started[0] > timeout:
-            raise _Timeout()
-
+    started = time.monotonic()
     try:
         with _quiet_pypdf(), _deadline(timeout):
-            try:
-                reader = PdfReader(io.BytesIO(data), strict=False)
-            except FileNotDecryptedError:
-                raise
-            except Exception as e:  # pypdf raises many types on broken files
-                raise LongdocError(f"{name}: cannot read PDF: {_one_line(e)}") from None
-            if reader.is_encrypted:
-                _decrypt(reader, name, password)
-            try:
-                pages = reader.pages
-                n = len(pages)
-            except FileNotDecryptedError:
-                raise
-            except Exception as e:
-                raise LongdocError(f"{name}: cannot read PDF pages: {_one_line(e)}") from None
-            texts: list[str] = []
-            failed: list[int] = []
-            for i in range(n):
-                check()
-                started[0] = time.monotonic()
-                _rearm(timeout)
-                try:
-                    texts.append(_clean_page(pages[i].extract_text() or ""))
-                except (_Timeout, FileNotDecryptedError):
-                    raise
-                except Exception:  # one broken page must not lose the others; reported below
-                    texts.append("")
-                    failed.append(i + 1)
+            yield
+            if timeout and time.monotonic() - started > timeout:  # off the main thread: no alarm
+                raise _Timeout()
     except _Timeout:
         raise LongdocError(
             f"{name}: PDF text extraction took longer than the {timeout:g} s limit (per page)"
@@ -133,19 +98,70 @@ def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | N
     except PdfReadError as e:
         raise LongdocError(f"{name}: cannot read PDF: {_one_line(e)}") from None
 
+
+def open_pdf(data, name: str, *, password: str | None, timeout: float | None):
+    """A pypdf reader over ``data`` (bytes or a binary file), decrypted, with at least one page."""
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError
+
+    with _pdf_errors(name, timeout):
+        try:
+            reader = PdfReader(io.BytesIO(data) if isinstance(data, bytes) else data, strict=False)
+        except FileNotDecryptedError:
+            raise
+        except Exception as e:  # pypdf raises many types on broken files
+            raise LongdocError(f"{name}: cannot read PDF: {_one_line(e)}") from None
+        if reader.is_encrypted:
+            _decrypt(reader, name, password)
+        try:
+            n = len(reader.pages)
+        except FileNotDecryptedError:
+            raise
+        except Exception as e:
+            raise LongdocError(f"{name}: cannot read PDF pages: {_one_line(e)}") from None
     if n == 0:
         raise LongdocError(f"{name}: PDF has no pages")
-    if not any(t.strip() for t in texts):
+    return reader
+
+
+def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] | None = None):
+    """The text of each page in order, extracted one page at a time (each under its own ``timeout``),
+    so the caller need not hold them all. At the end: a ``LongdocError`` when no page had text, and the
+    pages that failed or were empty appended to ``warnings``."""
+    from pypdf.errors import FileNotDecryptedError
+
+    n = len(reader.pages)
+    failed: list[int] = []
+    empty: list[int] = []
+    for i in range(n):
+        with _pdf_errors(name, timeout):
+            try:
+                text = _clean_page(reader.pages[i].extract_text() or "")
+            except (_Timeout, FileNotDecryptedError):
+                raise
+            except Exception:  # one broken page must not lose the others; reported below
+                text = ""
+                failed.append(i + 1)
+        if not text.strip() and i + 1 not in failed:
+            empty.append(i + 1)
+        yield text
+    if len(failed) + len(empty) == n:
         if failed:
             raise LongdocError(f"{name}: cannot extract text from any of its {n} page(s)")
         raise LongdocError(f"{name}: no text layer (scanned?); OCR is not done")
-    warnings = []
-    if failed:
-        warnings.append(f"the text of {_pages(failed)} could not be extracted")
-    empty = [i + 1 for i, t in enumerate(texts) if not t.strip() and i + 1 not in failed]
-    if empty:
-        have = "has" if len(empty) == 1 else "have"
-        warnings.append(f"{_pages(empty)} {have} no text layer (scanned?); OCR is not done")
+    if warnings is not None:
+        if failed:
+            warnings.append(f"the text of {_pages(failed)} could not be extracted")
+        if empty:
+            have = "has" if len(empty) == 1 else "have"
+            warnings.append(f"{_pages(empty)} {have} no text layer (scanned?); OCR is not done")
+
+
+def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | None):
+    """Returns ``(text, page_starts, warnings)`` or raises ``LongdocError``."""
+    warnings: list[str] = []
+    texts = list(iter_pages(open_pdf(data, name, password=password, timeout=timeout), name, timeout=timeout,
+                            warnings=warnings))
     page_starts = []
     pos = 0
     for t in texts:

@@ -6,17 +6,28 @@ For a UTF-8 file the result equals ``open(path, encoding="utf-8").read()``: univ
 a BOM (UTF-16/32), detected as BOM-less UTF-16, or detected with charset-normalizer; the text is then
 what ``open(path, encoding=<that encoding>).read()`` gives. Binary files and undetectable encodings
 raise ``LongdocError``.
+
+``iter_decoded`` gives the same text in pieces, for files too large to hold: the encoding is decided on
+a leading sample of ``SAMPLE_BYTES`` with the same rules (a file no longer than the sample is decoded
+by ``decode_text`` itself), and the rest is decoded incrementally with universal newlines, so the
+pieces join to the string ``decode_text`` returns. Past the sample, an invalid byte becomes U+FFFD
+(counted in a warning) instead of stopping the read.
 """
 from __future__ import annotations
 
 import codecs
+import io
 import re
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..errors import LongdocError
 
 # Longest prefix inspected by the binary / UTF-16 sniffers (bytes). Big enough to see past a text
 # header, small enough to stay cheap on gigabyte logs.
 SNIFF_BYTES = 8192
+# Leading bytes on which the encoding of a streamed file is decided (iter_decoded), and its read size.
+SAMPLE_BYTES = 1 << 20
 
 _BOMS = (  # longest first: the UTF-32-LE BOM starts with the UTF-16-LE one
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -133,3 +144,73 @@ def _detect(data: bytes) -> str | None:
     except LookupError:
         return None
     return enc
+
+
+def sniff_encoding(sample: bytes, name: str) -> tuple[str, tuple[str, ...]]:
+    """``(encoding, warnings)`` for a file whose first bytes are ``sample`` (more follow): the rules of
+    ``decode_text``, applied to the sample (which may end inside a character)."""
+    enc = _bom_encoding(sample)
+    if enc is not None:
+        return enc, ()
+    head = sample[:SNIFF_BYTES]
+    if b"\x00" in head:
+        enc = _bomless_utf16(head)
+        if enc is None:
+            raise LongdocError(f"{name}: binary file (NUL bytes), not text")
+        return enc, ()
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        return "utf-8", ()
+    except UnicodeDecodeError as e:
+        bad_at = e.start
+    if b"\x00" in sample:
+        raise LongdocError(f"{name}: binary file (NUL bytes), not text")
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(sample, final=False)
+    n_bad = text.count("\ufffd") - sample.count(b"\xef\xbf\xbd")
+    if n_bad <= max(1, len(sample) // 1000) and _NON_ASCII_TEXT.search(text):
+        return "utf-8", ()  # the replaced bytes are counted (and reported) while decoding
+    enc = _detect(sample)
+    if enc is None:
+        raise LongdocError(
+            f"{name}: not UTF-8 (invalid byte at offset {bad_at}) and the encoding could not be "
+            "detected; re-encode it as UTF-8"
+        )
+    return enc, ()
+
+
+def iter_decoded(f: BinaryIO, name: str, warnings: list[str] | None = None, *,
+                 sample: int = SAMPLE_BYTES) -> Iterator[str]:
+    """The text of the binary stream ``f`` in pieces of about ``sample`` bytes each; joined, they equal
+    ``decode_text(f.read(), name)[0]`` (see the module doc). The encoding is decided, and an undecodable
+    file refused, before the first piece is returned. ``warnings`` (a list) receives the warnings,
+    complete once the pieces are exhausted."""
+    first = f.read(sample)
+    more = f.read(sample) if len(first) == sample else b""
+    if not more:  # the whole file is in hand: exactly decode_text
+        text, _, warned = decode_text(first, name)
+        if warnings is not None:
+            warnings.extend(warned)
+        return iter([text])
+    enc, warned = sniff_encoding(first, name)
+    if warnings is not None:
+        warnings.extend(warned)
+    return _decode_rest(f, name, enc, first, more, sample, warnings)
+
+
+def _decode_rest(f, name, enc, first, more, size, warnings):
+    dec = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(enc)("replace"), translate=True)
+    n_bad = 0
+    block = first
+    while block:
+        text = dec.decode(block)
+        if enc == "utf-8" and "\ufffd" in text:  # as decode_text counts them (U+FFFD written in the file excluded)
+            n_bad += text.count("\ufffd") - block.count(b"\xef\xbf\xbd")
+        yield text
+        block, more = more, (f.read(size) if more else b"")
+    tail = dec.decode(b"", final=True)
+    if tail:
+        if enc == "utf-8":
+            n_bad += tail.count("\ufffd")
+        yield tail
+    if n_bad > 0 and warnings is not None:
+        warnings.append(f"{n_bad} invalid {enc} byte sequence(s) shown as U+FFFD")

@@ -1,8 +1,10 @@
-"""`ask` over a stream (``cat huge.log | longdoc ask - "q" --stream``) with bounded memory.
+"""`ask` over a stream (``cat huge.log | longdoc ask - "q" --stream``, or ``longdoc ask FILE "q" --stream``)
+with bounded memory.
 
-The stream is read line by line and cut into passages of whole lines (at most ``max_chars``; a longer
-line is cut). Each passage is tokenized on its own (WordPiece splits at whitespace, so this equals
-tokenizing the whole text for BERT-family models) and fed to ``StreamEncoder`` (the ``sinks`` pattern,
+The text (``longdoc.sources.stream``: a text file decoded block by block, a PDF page by page) is cut
+into passages of whole lines (at most ``max_chars``; a longer line is cut). Each passage is tokenized
+on its own (WordPiece splits at whitespace, so this equals tokenizing the whole text for BERT-family
+models) and fed to ``StreamEncoder`` (the ``sinks`` pattern,
 exact, O(chunk + halo) tokens in memory). A passage's vector is the mean of its tokens' final states,
 L2-normalised, as in ``ask``; its score is the cosine with each question's vector, and a running
 top-k per question is kept. So memory holds: the encoder's window, the passages not yet encoded, and
@@ -16,7 +18,7 @@ only (see longdoc/model/stream.py).
 from __future__ import annotations
 
 import heapq
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -24,42 +26,87 @@ import torch.nn.functional as F
 from longdoc.results import Answer, Hit
 
 
-def passages_of(lines: Iterable[str], max_chars: int = 800) -> Iterator[tuple[int, int, int, int, str]]:
-    """(char_start, char_end, line_start, line_end, text) of consecutive whole lines, at most
-    ``max_chars`` each (a longer line is cut into pieces); blank-only passages are skipped."""
+def _lines(chunks: Iterable[str], max_chars: int) -> Iterator[str]:
+    """The lines (each with its "\\n", the last one maybe without) of the text whose pieces are
+    ``chunks``, a line longer than ``max_chars`` in pieces of ``max_chars`` from its start: memory holds
+    one chunk and one piece, whatever the lines' lengths."""
+    rest = ""
+    for chunk in chunks:
+        rest += chunk
+        start = 0
+        while (end := rest.find("\n", start)) != -1:
+            line = rest[start:end + 1]
+            start = end + 1
+            for i in range(0, len(line), max_chars):
+                yield line[i:i + max_chars]
+        rest = rest[start:]
+        cut = (len(rest) - 1) // max_chars * max_chars  # whole pieces, but never the line's last char
+        if cut > 0:
+            for i in range(0, cut, max_chars):
+                yield rest[i:i + max_chars]
+            rest = rest[cut:]
+    if rest:
+        yield rest
+
+
+def passages_of(chunks: Iterable[str], max_chars: int = 800, *, pages: bool = False
+                ) -> Iterator[tuple[int, int, int, int, int | None, str]]:
+    """(char_start, char_end, line_start, line_end, page, text) of consecutive whole lines of the text
+    whose pieces are ``chunks`` (lines, or blocks of any size), at most ``max_chars`` each (a longer
+    line is cut into pieces); blank-only passages are skipped. With ``pages`` (PDF text: pages joined
+    by ``sources.PAGE_SEPARATOR``), a line starting with a form feed is a page break: passages do not
+    cross it and carry their page number (else page is None)."""
     buf: list[str] = []
-    start = pos = 0
-    first_line = line_no = 0
+    size = start = pos = 0
+    line = first_line = page = 1  # line (1-based) of the character at pos
+    at_line_start = True
 
     def flush():
         text = "".join(buf)
         if text.strip():
-            return (start, start + len(text), first_line, line_no, text)
+            last = line - 1 if text.endswith("\n") else line
+            return (start, start + len(text), first_line, last, page if pages else None, text)
         return None
 
-    for line in lines:
-        line_no += 1
-        pieces = [line[i:i + max_chars] for i in range(0, len(line), max_chars)] or [line]
-        for piece in pieces:
-            if buf and sum(map(len, buf)) + len(piece) > max_chars:
-                p = flush()
-                if p:
-                    yield p
-                buf = []
-            if not buf:
-                start, first_line = pos, line_no
-            buf.append(piece)
+    for piece in _lines(chunks, max_chars):
+        if pages and at_line_start and piece.startswith("\f"):  # the page break's own line
+            if buf and (p := flush()):
+                yield p
+            buf, size = [], 0
             pos += len(piece)
-    if buf:
-        p = flush()
-        if p:
-            yield p
+            line += piece.count("\n")
+            page += 1
+            continue
+        if buf and size + len(piece) > max_chars:
+            if p := flush():
+                yield p
+            buf, size = [], 0
+        if not buf:
+            start, first_line = pos, line
+        buf.append(piece)
+        size += len(piece)
+        pos += len(piece)
+        at_line_start = piece.endswith("\n")
+        if at_line_start:
+            line += 1
+    if buf and (p := flush()):
+        yield p
 
 
-def ask_stream(lines: Iterable[str], questions: list[str], *, encoder, k: int = 5, threshold: float | None = None,
-               sinks: int = 4, chunk: int = 4096, max_chars: int = 800, path: str = "-", stats: dict | None = None):
-    """Answers for a stream of text lines (see module doc). ``encoder``: an Encoder (any pattern: it is
-    run as ``sinks``). ``stats`` (optional dict) receives tokens, passages and the largest context."""
+def tokenized_passages(chunks: Iterable[str], tokenizer, *, max_chars: int = 800, pages: bool = False):
+    """(passage, token ids) for each passage with tokens: the reading half of ``ask_stream`` (no model)."""
+    for p in passages_of(chunks, max_chars, pages=pages):
+        ids = tokenizer.encode(p[5], add_special_tokens=False).ids
+        if ids:
+            yield p, ids
+
+
+def ask_stream(chunks: Iterable[str], questions: list[str], *, encoder, k: int = 5, threshold: float | None = None,
+               sinks: int = 4, chunk: int = 4096, max_chars: int = 800, path: str = "-", pages: bool = False,
+               stats: dict | None = None):
+    """Answers for a text given in pieces (lines, or blocks of any size; see module doc). ``encoder``:
+    an Encoder (any pattern: it is run as ``sinks``). ``pages``: the text is a PDF's (passages carry
+    their page). ``stats`` (optional dict) receives tokens, passages and the largest context."""
     from longdoc.model.stream import StreamEncoder
 
     qvecs = encoder.embed_texts(questions).to(encoder.device)  # (Q, C), L2-normalised
@@ -99,10 +146,7 @@ def ask_stream(lines: Iterable[str], questions: list[str], *, encoder, k: int = 
                 states = states[keep - sbase:]
                 sbase = keep
 
-    for p in passages_of(lines, max_chars):
-        ids = encoder.tokenizer.encode(p[4], add_special_tokens=False).ids
-        if not ids:
-            continue
+    for p, ids in tokenized_passages(chunks, encoder.tokenizer, max_chars=max_chars, pages=pages):
         t0 = se.n
         se.push(ids)
         pending.append((t0, t0 + len(ids), p))
@@ -113,10 +157,10 @@ def ask_stream(lines: Iterable[str], questions: list[str], *, encoder, k: int = 
         stats.update(tokens=se.n, passages=count[0], peak_context=se.peak_context)
     answers = []
     for q, h in zip(questions, heaps):
-        hits = [Hit(path=path, char_start=p[0], char_end=p[1], page=None, line_start=p[2], line_end=p[3],
-                    score=round(float(sc), 4), text=p[4]) for sc, _, p in sorted(h, reverse=True)]
+        hits = [Hit(path=path, char_start=p[0], char_end=p[1], page=p[4], line_start=p[2], line_end=p[3],
+                    score=round(float(sc), 4), text=p[5]) for sc, _, p in sorted(h, reverse=True)]
         answers.append(Answer(q, hits))
     return answers
 
 
-__all__ = ["ask_stream", "passages_of"]
+__all__ = ["ask_stream", "passages_of", "tokenized_passages"]
