@@ -774,6 +774,21 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
         return out, lse
     g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
     kb, has_bias = _key_bias(q, key_padding_mask)
+    _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale)
+    if g_pad:
+        po, pl = _global_rows_pass(qg, kG, vG, kb, has_bias, scale * LOG2E)
+        n_chunks = po.shape[2]
+        _fwd_global_merge_kernel[(B * H,)](
+            po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+            gpos.stride(0), out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+            H, HEAD_DIM=D, G_PAD=g_pad, num_warps=4)
+    return out, lse
+
+
+def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale):
+    """The forward band kernel (with the compact tile kg, vg at positions gpos when g_pad > 0) into
+    out (B, H, N, D) and lse (B, H, N)."""
+    B, H, N, D = q.shape
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
     dummy = kb
@@ -798,14 +813,36 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
         grid = lambda m: (triton.cdiv(n_r_max, m["BLOCK_M"]), B * H * dilation)  # noqa: E731
         _fwd_band[grid](*args, **meta)
 
+
+@torch.no_grad()
+def band_with_tile_triton(q, k, v, tile_k, tile_v, tile_valid, *, window, dilation=1, key_padding_mask=None,
+                          scale=None):
+    """Band attention of q over k, v (B, H, N, D), every row also seeing the S extra keys tile_k, tile_v
+    (B, H, S, D) where tile_valid (B, S); forward only, no global query rows. The tile goes straight
+    into the band kernel's compact global tile, at positions no band reaches, so nothing of the
+    sequence is copied (the sharded encoder's halo runs; see longdoc.kernels.band_with_tile)."""
+    B, H, N, D = q.shape
+    scale = D ** -0.5 if scale is None else scale
+    q, k, v = _lastdim_contig(q), _lastdim_contig(k), _lastdim_contig(v)
+    out = torch.empty(B, H, N, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
+    if N == 0:
+        return out
+    S = tile_k.shape[2]
+    g_pad = max(16, triton.next_power_of_2(S)) if S else 0
+    gpos = kg = vg = None
     if g_pad:
-        po, pl = _global_rows_pass(qg, kG, vG, kb, has_bias, qk_scale)
-        n_chunks = po.shape[2]
-        _fwd_global_merge_kernel[(B * H,)](
-            po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
-            gpos.stride(0), out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-            H, HEAD_DIM=D, G_PAD=g_pad, num_warps=4)
-    return out, lse
+        far = N + window * dilation + 1  # beyond every row's band, so the kernel never drops a tile key
+        slot = torch.arange(S, device=q.device, dtype=torch.int32)[None, :] + far
+        gpos = torch.full((B, g_pad), -1, dtype=torch.int32, device=q.device)
+        gpos[:, :S] = torch.where(tile_valid.to(q.device), slot, -1)
+        kg = q.new_zeros(B, H, g_pad, D)
+        vg = q.new_zeros(B, H, g_pad, D)
+        kg[:, :, :S] = tile_k
+        vg[:, :, :S] = tile_v
+    kb, has_bias = _key_bias(q, key_padding_mask)
+    _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale)
+    return out
 
 
 def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dilation, scale):

@@ -58,7 +58,37 @@ def _worker() -> dict:
             errs["bitwise_repeat"] = 0.0 if all(torch.equal(a, b) for a, b in zip(grads, again)) else math.inf
         results[f"{case}-{str(dtype).split('.')[-1]}"] = {"seed": seed, "errs": errs}
     results["global_rows_partial-float32"] = _global_rows_case()
+    results["band_with_tile-float32"] = _band_tile_case()
     return results
+
+
+def _band_tile_case() -> dict:
+    """The sharded encoder's band runs: the kernel with an external tile of extra keys (5 slots, one
+    invalid) against the differentiable composition (the run extended by a gap and the tile rows as
+    global tokens) in float64, over runs longer and shorter than the band, dilation 1 and 2, padded
+    keys and a fully padded run whose rows still see the tile."""
+    import torch
+
+    from longdoc.kernels import band_with_tile
+    from longdoc.kernels.triton_attention import band_with_tile_triton
+    from test_kernels import fresh_generator, rel_err
+
+    gen, seed = fresh_generator()
+    errs = {}
+    for L, w, dil in ((300, 40, 1), (150, 16, 2), (20, 40, 1)):
+        B, H, S, D = 2, 2, 5, 32
+        q, k, v = (torch.randn(B, H, L, D, generator=gen) for _ in range(3))
+        tk, tv = (torch.randn(B, H, S, D, generator=gen) for _ in range(2))
+        valid = torch.ones(B, S, dtype=torch.bool)
+        valid[0, 3] = False
+        pad = torch.zeros(B, L, dtype=torch.bool)
+        pad[0, L // 3 : L // 2] = True
+        pad[1] = True
+        out = band_with_tile_triton(q, k, v, tk, tv, valid, window=w, dilation=dil, key_padding_mask=pad, scale=0.3)
+        ref = band_with_tile(*(t.double() for t in (q, k, v, tk, tv)), valid, window=w, dilation=dil,
+                             key_padding_mask=pad, scale=0.3)
+        errs[f"L{L}_w{w}_d{dil}"] = rel_err(out, ref) if not torch.isnan(out).any() else math.inf
+    return {"seed": seed, "errs": errs}
 
 
 def _global_rows_case() -> dict:
@@ -103,7 +133,7 @@ def _ids():
     from test_kernels import CASES
 
     return ([f"{c}-float32" for c in sorted(CASES)] + [f"{c}-float16" for c in HALF_CASES]
-            + ["global_rows_partial-float32"])
+            + ["global_rows_partial-float32", "band_with_tile-float32"])
 
 
 @pytest.mark.parametrize("key", _ids())

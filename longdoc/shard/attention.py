@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed import distributed_c10d as c10d  # P2POp accepts only these two functions
 
-from longdoc.kernels import local_global_attention
+from longdoc.kernels import band_with_tile
 
 try:  # the Triton kernels' global-rows pass (absent without Triton)
     from longdoc.kernels.triton_attention import global_rows_partial
@@ -183,30 +183,12 @@ def halo_sends(bounds, i: int, h: int) -> list[tuple[int, int, int]]:
 
 
 def _band_run(q, k, v, excluded, tile_k, tile_v, tile_valid, *, window, dilation, scale):
-    """The kernel over one contiguous run of rows (B, H, L, D) that also sees the global tile.
-
-    ``excluded`` (B, L) marks padding and global tokens of the run (never band keys). The tile rows go
-    after a gap of h = w*d padding rows so that no band reaches them; as global keys they are seen by
-    every row through the kernel's compact tile. Returns (B, H, L, D); rows near the ends of the run
-    are only right when the run really ends there (callers keep the rows whose band lies inside)."""
-    B, H, L, D = q.shape
-    S = tile_k.shape[2]
-    if L == 0:
-        return q.new_zeros(B, H, 0, D)
-    if S == 0:
-        return local_global_attention(q, k, v, window=window, dilation=dilation,
-                                      key_padding_mask=excluded, scale=scale)
-    gap = window * dilation
-    filler = q.new_zeros(B, H, gap + S, D)
-    q_c = torch.cat([q, filler], 2)  # (B, H, L + gap + S, D); the filler rows' outputs are dropped
-    k_c = torch.cat([k, filler[:, :, :gap], tile_k], 2)
-    v_c = torch.cat([v, filler[:, :, :gap], tile_v], 2)
-    pad_c = torch.cat([excluded, excluded.new_ones(B, gap), ~tile_valid], 1)  # (B, L + gap + S)
-    slot = torch.arange(S, device=q.device)[None, :] + (L + gap)
-    gidx = torch.where(tile_valid, slot, torch.full_like(slot, -1))  # (B, S)
-    out = local_global_attention(q_c, k_c, v_c, window=window, dilation=dilation, global_idx=gidx,
-                                 key_padding_mask=pad_c, scale=scale)
-    return out[:, :, :L]
+    """The kernel over one contiguous run of rows (B, H, L, D) that also sees the global tile;
+    ``excluded`` (B, L) marks padding and global tokens of the run (never band keys). Rows near the
+    ends of the run are only right when the run really ends there (callers keep the rows whose band
+    lies inside)."""
+    return band_with_tile(q, k, v, tile_k, tile_v, tile_valid, window=window, dilation=dilation,
+                          key_padding_mask=excluded, scale=scale)
 
 
 def band(q, k, v, excluded, tile_k, tile_v, tile_valid, halo, *, hl, hr, window, dilation, scale):
