@@ -111,14 +111,18 @@ def _rows(t, lo, hi, fill=0.0):
     return F.pad(inside, (a - lo, hi - b) if one_d else (0, 0, a - lo, hi - b), value=fill)
 
 
-def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
+def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block, out=None):
     """Same contract as ``_band``, for fp32 inference on the CPU, on torch's fused flash-attention op.
 
     Blocks of c queries attend their (c + 2w)-key windows as overlapping strided views (``as_strided``)
     of q, k and v themselves: no window is copied (unfolding copied every key about (c + 2w) / c
     times), and only the first and last few blocks, whose windows leave the sequence, read a padded
-    copy of their rows. The band edges and excluded keys are an additive mask. The global tile is a
-    second flash call of every query against the G global keys, merged by log-sum-exp. Masks are finite
+    copy of their rows. The band edges and excluded keys are an additive mask. The G global keys are
+    merged into each group of blocks right after its flash call, by log-sum-exp, with two small
+    matmuls: a separate flash call of every query against G keys cost 20% of the attention (its
+    per-query overhead), and a whole-sequence output plus a merge pass were two more copies of the
+    output. Each group is then written once, straight into ``out``: (B, N, H, D) memory, the
+    encoder's layout, returned as a (B, H, N, D) view, so merging the heads is free. Masks are finite
     (-1e30) so no NaN arises; rows with no visible key are zeroed and get lse -inf, as in ``_band``."""
     B, H, N, D = q.shape
     w = window
@@ -135,14 +139,14 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
     # Blocks [lo, hi) have their whole window inside the sequence: they read q, k, v in place.
     lo = min(nb, -(-w // c))
     hi = max(lo, min(nb, (N - w - c) // c + 1)) if N >= w + c else lo
-    # Output rows in (B, N, H, D) memory, returned as a (B, H, N, D) view: the encoder's merge of the
-    # heads back to (B, N, C) is then free instead of one more copy of the output.
-    out = torch.empty(B, N, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
-    lse = torch.empty(B, H, N, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(B, N, H, D, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, N, H, dtype=q.dtype, device=q.device)  # rows first too, as the output
     for b in range(B):  # one batch element at a time: its blocks form the flash op's batch dimension
         kv_bias = torch.zeros(N, dtype=q.dtype, device=q.device).masked_fill_(~key_valid[b], neg)
-        o_b = torch.empty(nb, H, c, D, dtype=q.dtype, device=q.device)
-        l_b = torch.empty(nb, H, c, dtype=q.dtype, device=q.device)
+        if G:
+            kgT, vg_b = kg[b].transpose(-1, -2) * scale, vg[b]  # (H, D, G) pre-scaled, (H, G, D)
+            g_bias = torch.zeros(G, dtype=q.dtype, device=q.device).masked_fill_(~g_valid[b], neg)
         for i0, i1 in ((0, lo), (lo, hi), (hi, nb)):
             if i0 == i1:
                 continue
@@ -157,27 +161,38 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block):
                 kb = kr[:, o0:].as_strided((m, H, span, D), (c * kn, kh, kn, 1))  # keys [jc - w, jc + c + w)
                 vb = vr[:, o0:].as_strided((m, H, span, D), (c * vn, vh, vn, 1))
                 bias = band_bias + br[o0:].as_strided((m, 1, c, span), (c, 0, 0, 1))  # (m, 1, c, span)
-                o_b[b0 : b0 + m], l_b[b0 : b0 + m] = flash(qb, kb, vb, attn_mask=bias, scale=scale)[:2]
-        o = out[b]  # (H, N, D) view
-        o.transpose(0, 1).copy_(o_b.permute(0, 2, 1, 3).reshape(nb * c, H, D)[:N])
-        l = l_b.transpose(0, 1).reshape(H, nb * c)[:, :N]
+                o, l = flash(qb, kb, vb, attn_mask=bias, scale=scale)[:2]  # (m, H, c, D), (m, H, c)
+                if G:  # softmax over band + globals = the band's, rescaled, plus the globals' share
+                    sg = torch.matmul(qb, kgT).add_(g_bias)  # (m, H, c, G) scaled scores
+                    mx = torch.maximum(l, sg.amax(-1))
+                    a = (l - mx).exp_()  # the band's weight relative to the new maximum
+                    pg = (sg - mx[..., None]).exp_()
+                    den = pg.sum(-1).add_(a)
+                    o.mul_(a[..., None]).add_(torch.matmul(pg, vg_b)).div_(den[..., None])
+                    l = den.log_().add_(mx)
+                _write_blocks(out[b], o, b0 * c)
+                _write_blocks(lse[b], l, b0 * c)
         # Rows that see some band key: a valid key within [i - w, i + w], by a running count.
         cs = F.pad(F.pad(key_valid[b], (w, w), value=False).to(torch.int32).cumsum(0), (1, 0))
         i = torch.arange(N, device=q.device)
         visible = (cs[i + 2 * w + 1] - cs[i]) > 0
         if G:
-            g_bias = torch.zeros(1, 1, 1, G, dtype=q.dtype, device=q.device).masked_fill_(~g_valid[b].view(1, 1, 1, G), neg)
-            og, lg = flash(q[b][None], kg[b][None], vg[b][None], attn_mask=g_bias, scale=scale)[:2]
-            mx = torch.maximum(l, lg[0])
-            a, e = torch.exp(l - mx), torch.exp(lg[0] - mx)
-            torch.lerp(og[0], o, (a / (a + e))[..., None], out=o)  # a/(a+e) * band + e/(a+e) * globals
-            l = mx + torch.log(a + e)
             visible = visible | bool(g_valid[b].any())
-        lse[b] = l
         if not bool(visible.all()):
-            o.mul_(visible[None, :, None])
-            lse[b].masked_fill_(~visible[None, :], float("-inf"))
-    return out, lse
+            out[b].mul_(visible[:, None, None])
+            lse[b].masked_fill_(~visible[:, None], float("-inf"))
+    return out.transpose(1, 2), lse.transpose(1, 2)
+
+
+def _write_blocks(dst, src, r0):
+    """Rows [r0, r0 + m*c) of dst (N, H, ...) from blocks src (m, H, c, ...), one strided copy; the
+    rows past N (padding of the last block) are dropped."""
+    m, H, c = src.shape[:3]
+    full = min(m, (dst.shape[0] - r0) // c)
+    dst[r0 : r0 + full * c].view(full, c, *dst.shape[1:]).copy_(src[:full].transpose(1, 2))
+    tail = min(c, dst.shape[0] - r0 - full * c) if full < m else 0
+    if tail > 0:
+        dst[r0 + full * c : r0 + full * c + tail].copy_(src[full].transpose(0, 1)[:tail])
 
 
 def _use_fused(q) -> bool:
@@ -221,8 +236,12 @@ def local_global_attention_reference(
     scale: float | None = None,
     return_lse: bool = False,
     block: int | None = None,
+    out: torch.Tensor | None = None,
 ):
-    """Blocked O(N*w) reference of sliding-window + global attention (semantics in the module doc)."""
+    """Blocked O(N*w) reference of sliding-window + global attention (semantics in the module doc).
+
+    ``out``: an optional (B, N, H, D) buffer for the output (the encoder reuses one across layers, so
+    no whole-sequence tensor is allocated per layer); the result is then a (B, H, N, D) view of it."""
     if q.dim() != 4 or q.shape != k.shape or k.shape != v.shape:
         raise ValueError(f"q, k, v must all be (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if window < 0 or dilation < 1:
@@ -253,16 +272,27 @@ def local_global_attention_reference(
 
     d = dilation
     blk = block or max(16, min(256, 1 << max(window - 1, 1).bit_length()))
-    band = _band_fused if _use_fused(q) else _band
-    if d == 1:  # one band: its output is the output (no copy)
-        out, lse = band(q, k, v, band_valid, kg, vg, g_valid, window, scale, blk)
+    given = out  # the caller's (B, N, H, D) buffer, if any
+    in_place = given is not None and given.dtype == cdt and _use_fused(q)
+    if _use_fused(q):  # the band writes its rows straight into (B, N, H, D) memory
+        res = given if in_place else torch.empty(B, N, H, D, dtype=cdt, device=dev)
+        if d == 1:
+            out, lse = _band_fused(q, k, v, band_valid, kg, vg, g_valid, window, scale, blk, out=res)
+        else:  # one ordinary band per residue class mod d, each a strided view of the same buffer
+            out, lse = res.transpose(1, 2), torch.empty(B, H, N, dtype=cdt, device=dev)
+            for r in range(min(d, N)):
+                sl = slice(r, None, d)
+                lse[:, :, sl] = _band_fused(q[:, :, sl], k[:, :, sl], v[:, :, sl], band_valid[:, sl], kg, vg,
+                                            g_valid, window, scale, blk, out=res[:, sl])[1]
+    elif d == 1:  # one band: its output is the output (no copy)
+        out, lse = _band(q, k, v, band_valid, kg, vg, g_valid, window, scale, blk)
     else:  # one ordinary band per residue class mod d
         out = torch.empty(B, H, N, D, dtype=cdt, device=dev)
         lse = torch.empty(B, H, N, dtype=cdt, device=dev)
         for r in range(min(d, N)):
             sl = slice(r, None, d)
-            out[:, :, sl], lse[:, :, sl] = band(q[:, :, sl], k[:, :, sl], v[:, :, sl], band_valid[:, sl],
-                                                kg, vg, g_valid, window, scale, blk)
+            out[:, :, sl], lse[:, :, sl] = _band(q[:, :, sl], k[:, :, sl], v[:, :, sl], band_valid[:, sl],
+                                                 kg, vg, g_valid, window, scale, blk)
 
     if global_idx.numel():
         if global_qkv is not None:
@@ -284,6 +314,9 @@ def local_global_attention_reference(
             lse = lse.index_put(at, lg[bi, :, gi])
 
     out = out.to(in_dtype)
+    if given is not None and not in_place:  # the unfused paths: one copy into the caller's buffer
+        given.copy_(out.transpose(1, 2))
+        out = given.transpose(1, 2)
     return (out, lse) if return_lse else out
 
 

@@ -204,17 +204,24 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, global_idx, key_padding_mask, window=None):  # (B, N, C) -> (B, N, C)
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
-        q, k, v = qkv.unbind(0)
-        attend = local_global_attention
-        if window is None and self.variant != "local":
-            attend = partial(variants.attention, self.variant, **self.variant_params)
-        o = attend(
-            q, k, v, window=self.window if window is None else window, dilation=self.dilation,
-            global_idx=global_idx, key_padding_mask=key_padding_mask,
-            global_qkv=self.global_qkv(x, global_idx),
-        )  # (B, H, N, D)
+        o = self.attend(self.qkv(x), x, global_idx, key_padding_mask, window)  # (B, H, N, D)
         return self.out(o.transpose(1, 2).reshape(B, N, C))
+
+    def attend(self, qkv, x, global_idx, key_padding_mask, window=None, out=None):
+        """(B, N, 3C) fused projections of x -> attention output (B, H, N, D); with `out` (a (B, N, H, D)
+        buffer) the output is written there and returned as a view of it."""
+        B, N, _ = qkv.shape
+        q, k, v = qkv.view(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, D)
+        kw = dict(window=self.window if window is None else window, dilation=self.dilation,
+                  global_idx=global_idx, key_padding_mask=key_padding_mask,
+                  global_qkv=self.global_qkv(x, global_idx))
+        if window is not None or self.variant == "local":
+            return local_global_attention(q, k, v, **kw, out=out)
+        o = variants.attention(self.variant, q, k, v, **self.variant_params, **kw)
+        if out is None:
+            return o
+        out.copy_(o.transpose(1, 2))
+        return out.transpose(1, 2)
 
 
 class Layer(nn.Module):
@@ -228,6 +235,7 @@ class Layer(nn.Module):
         self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.act_ = _ACTIVATIONS_INPLACE[cfg.hidden_act]
         self.ffn_chunk = cfg.ffn_chunk
 
     def forward(self, x, global_idx, key_padding_mask, window=None):  # (B, N, C) -> (B, N, C)
@@ -239,12 +247,40 @@ class Layer(nn.Module):
             out[s : s + self.ffn_chunk] = self.ffn_norm(h + self.ffn_out(self.act(self.ffn_in(h))))
         return out.view_as(x)
 
+    def forward_inplace(self, x, global_idx, key_padding_mask, window, qkv, attn, hidden):
+        """The same block for CPU inference, overwriting x (B, N, C) in place; qkv (B*N, 3C), attn
+        (B, N, H, D) and hidden (ffn_chunk, I) are buffers shared by all layers.
+
+        On a CPU the cost beyond the arithmetic is whole-sequence tensors (100 MB each at 64k tokens):
+        each new one is fresh pages from the OS (page faults took a fifth of the time), and each pass
+        over one streams it through RAM. So the projection and the attention write into the reused
+        buffers, and everything after the attention (output projection, residual, LayerNorm, FFN,
+        residual, LayerNorm) runs per chunk of rows, in cache, ending in x's own rows (x is no longer
+        needed once qkv holds its projections)."""
+        B, N, C = x.shape
+        att, step = self.attention, self.ffn_chunk
+        rows = x.view(B * N, C)
+        for s in range(0, B * N, step):
+            torch.addmm(att.qkv.bias, rows[s : s + step], att.qkv.weight.t(), out=qkv[s : s + step])
+        att.attend(qkv.view(B, N, 3 * C), x, global_idx, key_padding_mask, window, out=attn)
+        a = attn.view(B * N, C)  # heads already merged: attn is in (B, N, H, D) memory
+        for s in range(0, B * N, step):
+            xs = rows[s : s + step]
+            h = self.attention_norm(torch.addmm(att.out.bias, a[s : s + step], att.out.weight.t()).add_(xs))
+            f = self.act_(torch.addmm(self.ffn_in.bias, h, self.ffn_in.weight.t(), out=hidden[: len(xs)]))
+            xs.copy_(self.ffn_norm(torch.addmm(self.ffn_out.bias, f, self.ffn_out.weight.t()).add_(h)))
+
 
 def _gelu_tanh(x):
     return F.gelu(x, approximate="tanh")
 
 
 _ACTIVATIONS = {"gelu": F.gelu, "gelu_new": _gelu_tanh, "gelu_pytorch_tanh": _gelu_tanh, "relu": F.relu}
+# In-place forms for the CPU inference path (the same kernels, without a new (rows, I) tensor).
+_ACTIVATIONS_INPLACE = {
+    "gelu": torch.ops.aten.gelu_, "gelu_new": partial(torch.ops.aten.gelu_, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(torch.ops.aten.gelu_, approximate="tanh"), "relu": torch.relu_,
+}
 
 
 class LongEncoder(nn.Module):
@@ -262,9 +298,26 @@ class LongEncoder(nn.Module):
         """ids, pos: (B, N) long; global_mask, key_padding_mask: (B, N) bool or None; window: a radius
         for every layer instead of the configured ones (full attention on short inputs). -> (B, N, C)"""
         global_idx = _global_slots(global_mask)  # (B, G) with -1 in unused slots, or None
+        # CPU inference runs layers in place over shared buffers (Layer.forward_inplace). Autograd, the
+        # GPU, and swapped attention modules (longdoc.shard's hook contract) take the plain forward.
+        if not ids.is_cuda and not torch.is_grad_enabled() and all(
+                type(layer.attention) is SelfAttention for layer in self.layers):
+            return self._forward_inplace(ids, pos, global_idx, key_padding_mask, window)
         x = self.embeddings(ids, pos)  # (B, N, C)
         for layer in self.layers:
             x = layer(x, global_idx, key_padding_mask, window)
+        return x
+
+    def _forward_inplace(self, ids, pos, global_idx, key_padding_mask, window):
+        cfg = self.cfg
+        (B, N), C, step = ids.shape, cfg.hidden_size, cfg.ffn_chunk
+        new = partial(torch.empty, dtype=self.embeddings.word.weight.dtype, device=ids.device)
+        x = new(B, N, C)
+        for s in range(0, N, step):  # embeddings by chunks too: no whole-sequence intermediates
+            x[:, s : s + step] = self.embeddings(ids[:, s : s + step], pos[:, s : s + step])
+        bufs = new(B * N, 3 * C), new(B, N, cfg.num_heads, cfg.head_dim), new(min(step, B * N), cfg.intermediate_size)
+        for layer in self.layers:
+            layer.forward_inplace(x, global_idx, key_padding_mask, window, *bufs)
         return x
 
 
