@@ -179,13 +179,13 @@ def sniff_encoding(sample: bytes, name: str) -> tuple[str, tuple[str, ...]]:
 
 
 def iter_decoded(f: BinaryIO, name: str, warnings: list[str] | None = None, *,
-                 sample: int = SAMPLE_BYTES) -> Iterator[str]:
-    """The text of the binary stream ``f`` in pieces of about ``sample`` bytes each; joined, they equal
-    ``decode_text(f.read(), name)[0]`` (see the module doc). The encoding is decided, and an undecodable
-    file refused, before the first piece is returned. ``warnings`` (a list) receives the warnings,
-    complete once the pieces are exhausted."""
+                 sample: int = SAMPLE_BYTES, block: int = SAMPLE_BYTES) -> Iterator[str]:
+    """The text of the binary stream ``f`` in pieces (one per ``block`` bytes read); joined, they equal
+    ``decode_text(f.read(), name)[0]`` (see the module doc). The encoding is decided on the first
+    ``sample`` bytes, and an undecodable file refused, before the first piece is returned.
+    ``warnings`` (a list) receives the warnings, complete once the pieces are exhausted."""
     first = f.read(sample)
-    more = f.read(sample) if len(first) == sample else b""
+    more = f.read(block) if len(first) == sample else b""
     if not more:  # the whole file is in hand: exactly decode_text
         text, _, warned = decode_text(first, name)
         if warnings is not None:
@@ -194,19 +194,21 @@ def iter_decoded(f: BinaryIO, name: str, warnings: list[str] | None = None, *,
     enc, warned = sniff_encoding(first, name)
     if warnings is not None:
         warnings.extend(warned)
-    return _decode_rest(f, name, enc, first, more, sample, warnings)
+    return _decode_rest(f, enc, [first[i:i + block] for i in range(0, len(first), block)] + [more], block,
+                        warnings)
 
 
-def _decode_rest(f, name, enc, first, more, size, warnings):
+def _decode_rest(f, enc, blocks, size, warnings):
     dec = io.IncrementalNewlineDecoder(codecs.getincrementaldecoder(enc)("replace"), translate=True)
     n_bad = 0
-    block = first
-    while block:
-        text = dec.decode(block)
+    while blocks:
+        data = blocks.pop(0)
+        text = dec.decode(data)
         if enc == "utf-8" and "\ufffd" in text:  # as decode_text counts them (U+FFFD written in the file excluded)
-            n_bad += text.count("\ufffd") - block.count(b"\xef\xbf\xbd")
+            n_bad += text.count("\ufffd") - data.count(b"\xef\xbf\xbd")
         yield text
-        block, more = more, (f.read(size) if more else b"")
+        if not blocks and (data := f.read(size)):
+            blocks.append(data)
     tail = dec.decode(b"", final=True)
     if tail:
         if enc == "utf-8":
