@@ -30,6 +30,9 @@ import torch.nn.functional as F
 
 # Scores held at once by the blocked band pass, in elements (fp32: 4 bytes each -> 64 MiB).
 _SCORE_BUDGET = 1 << 24
+# Queries per block of the fused CPU band (measured on 2 cores at w = 128: 64 beat 128, 192 and 256;
+# the flash op's cost per query barely falls with a wider block, while the masked keys grow).
+_BAND_BLOCK = 64
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -117,16 +120,17 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block, out=N
     Blocks of c queries attend their (c + 2w)-key windows as overlapping strided views (``as_strided``)
     of q, k and v themselves: no window is copied (unfolding copied every key about (c + 2w) / c
     times), and only the first and last few blocks, whose windows leave the sequence, read a padded
-    copy of their rows. The band edges and excluded keys are an additive mask. The G global keys are
-    merged into each group of blocks right after its flash call, by log-sum-exp, with two small
-    matmuls: a separate flash call of every query against G keys cost 20% of the attention (its
-    per-query overhead), and a whole-sequence output plus a merge pass were two more copies of the
-    output. Each group is then written once, straight into ``out``: (B, N, H, D) memory, the
-    encoder's layout, returned as a (B, H, N, D) view, so merging the heads is free. Masks are finite
-    (-1e30) so no NaN arises; rows with no visible key are zeroed and get lse -inf, as in ``_band``."""
+    copy of their rows. The band edges and excluded keys are an additive mask, one (c, span) tile for
+    the groups of blocks with no excluded key. The G global keys are merged into each group right
+    after its flash call, by log-sum-exp, with two heads-first matmuls: a separate flash call of every
+    query against G keys cost 20% of the attention (its per-query overhead), and a whole-sequence
+    output plus a merge pass were two more copies of the output. Each group is then written once,
+    straight into ``out``: (B, N, H, D) memory, the encoder's layout, returned as a (B, H, N, D) view,
+    so merging the heads is free. Masks are finite (-1e30) so no NaN arises; rows with no visible key
+    are zeroed and get lse -inf, as in ``_band``."""
     B, H, N, D = q.shape
     w = window
-    c = min(block, 64)  # measured on 2 cores at w = 128: 64 beat 128 and 256 (fewer masked scores)
+    c = min(block, _BAND_BLOCK)
     nb = -(-N // c)
     span = c + 2 * w
     G = kg.shape[2]
@@ -160,18 +164,36 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block, out=N
                 qb = qr[:, o0:].as_strided((m, H, c, D), (c * qn, qh, qn, 1))  # block j: rows [jc, jc + c)
                 kb = kr[:, o0:].as_strided((m, H, span, D), (c * kn, kh, kn, 1))  # keys [jc - w, jc + c + w)
                 vb = vr[:, o0:].as_strided((m, H, span, D), (c * vn, vh, vn, 1))
-                bias = band_bias + br[o0:].as_strided((m, 1, c, span), (c, 0, 0, 1))  # (m, 1, c, span)
+                keys = br[o0 : o0 + m * c + 2 * w]  # the group's key biases: nonzero at excluded keys
+                if bool(keys.any()):  # (m, 1, c, span): the band plus this group's excluded keys
+                    bias = band_bias + keys.as_strided((m, 1, c, span), (c, 0, 0, 1))
+                else:  # the band alone, one (c, span) tile broadcast over the blocks: no per-block mask
+                    bias = band_bias[None, None]
                 o, l = flash(qb, kb, vb, attn_mask=bias, scale=scale)[:2]  # (m, H, c, D), (m, H, c)
+                r0, rows = b0 * c, m * c
+                inside = r0 + rows <= N  # only the last group's padded last block runs past N
+                # This group's output rows as (m, c, H, D) and lse as (m, c, H): views (scratch past N)
+                to = out[b, r0 : r0 + rows].view(m, c, H, D) if inside else o.new_empty(m, c, H, D)
+                tl = lse[b, r0 : r0 + rows].view(m, c, H) if inside else l.new_empty(m, c, H)
                 if G:  # softmax over band + globals = the band's, rescaled, plus the globals' share
-                    sg = torch.matmul(qb, kgT).add_(g_bias)  # (m, H, c, G) scaled scores
-                    mx = torch.maximum(l, sg.amax(-1))
-                    a = (l - mx).exp_()  # the band's weight relative to the new maximum
-                    pg = (sg - mx[..., None]).exp_()
+                    # Heads-first (H, rows, .) for the global keys: q's rows are read in place, and the
+                    # two matmuls are H large ones rather than m * H tiny ones.
+                    sg = torch.bmm(qr[:, o0 : o0 + rows], kgT).add_(g_bias)  # (H, rows, G) scaled scores
+                    lb = l.transpose(0, 1).reshape(H, rows)  # the band's lse
+                    mx = torch.maximum(lb, sg.amax(-1))
+                    a = (lb - mx).exp_()  # the band's weight relative to the new maximum
+                    pg = sg.sub_(mx[..., None]).exp_()
                     den = pg.sum(-1).add_(a)
-                    o.mul_(a[..., None]).add_(torch.matmul(pg, vg_b)).div_(den[..., None])
-                    l = den.log_().add_(mx)
-                _write_blocks(out[b], o, b0 * c)
-                _write_blocks(lse[b], l, b0 * c)
+                    pv = torch.bmm(pg.div_(den[..., None]), vg_b)  # (H, rows, D): the globals' share
+                    # o * a / den + pv in one pass, written straight into the output rows
+                    torch.addcmul(pv.view(H, m, c, D), o.transpose(0, 1), a.div_(den).view(H, m, c, 1),
+                                  out=to.permute(2, 0, 1, 3))
+                    tl.permute(2, 0, 1).copy_(den.log_().add_(mx).view(H, m, c))
+                else:
+                    to.copy_(o.transpose(1, 2))
+                    tl.copy_(l.transpose(1, 2))
+                if not inside:
+                    out[b, r0:], lse[b, r0:] = to.flatten(0, 1)[: N - r0], tl.flatten(0, 1)[: N - r0]
         # Rows that see some band key: a valid key within [i - w, i + w], by a running count.
         cs = F.pad(F.pad(key_valid[b], (w, w), value=False).to(torch.int32).cumsum(0), (1, 0))
         i = torch.arange(N, device=q.device)
@@ -182,17 +204,6 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block, out=N
             out[b].mul_(visible[:, None, None])
             lse[b].masked_fill_(~visible[:, None], float("-inf"))
     return out.transpose(1, 2), lse.transpose(1, 2)
-
-
-def _write_blocks(dst, src, r0):
-    """Rows [r0, r0 + m*c) of dst (N, H, ...) from blocks src (m, H, c, ...), one strided copy; the
-    rows past N (padding of the last block) are dropped."""
-    m, H, c = src.shape[:3]
-    full = min(m, (dst.shape[0] - r0) // c)
-    dst[r0 : r0 + full * c].view(full, c, *dst.shape[1:]).copy_(src[:full].transpose(1, 2))
-    tail = min(c, dst.shape[0] - r0 - full * c) if full < m else 0
-    if tail > 0:
-        dst[r0 + full * c : r0 + full * c + tail].copy_(src[full].transpose(0, 1)[:tail])
 
 
 def _use_fused(q) -> bool:
