@@ -6,15 +6,17 @@ tiktoken's cache folder under the name tiktoken looks for (sha1 of the file's UR
 tiktoken, which re-checks the hash when it reads the cache. Nothing touches the network.
 
 Large inputs are counted in blocks (``count_chunks``), never held whole. A block ends only before a
-space or newline that follows an ASCII letter or digit and precedes an ASCII letter (``CUT``). Every
-tokenizer used here splits there anyway: tiktoken's cl100k_base and o200k_base patterns end a letter or
-digit run at whitespace and start the next piece at that whitespace (a newline or space never joins
-what is before it, a piece never spans "\\n" + letter or " " + letter), and BERT's WordPiece splits
-at all whitespace; GPT-2 style byte-level BPE without an added prefix space behaves as tiktoken. So the
-sum of the blocks' counts equals the whole text's count exactly (tests/test_tokens_blocks.py checks it
-on the CUAD texts and on adversarial text). A model tokenizer not known to split there (a SentencePiece
-``Metaspace``, byte-level BPE with ``add_prefix_space``, a normalizer that is not per character, an
-added token holding whitespace) is not cut: the text is then joined and counted whole, as before.
+space or newline that follows a letter or digit (``CUT``). Every tokenizer used here splits there and
+reads the same pieces on both sides: in tiktoken's cl100k_base and o200k_base patterns (and GPT-2's
+byte-level one) no piece holds a letter or digit followed by whitespace, what a piece ending in a
+letter or digit matches does not depend on the whitespace after it, and the ``\\s++$`` and
+``\\s+(?!\\S)`` alternatives never meet a block's end, a letter or digit; BERT's WordPiece splits at
+all whitespace. So the blocks' counts add up to the whole text's count exactly
+(tests/test_tokens_blocks.py checks it on the CUAD texts, on adversarial text, and with every letter
+and digit of Unicode before a cut). A text without a cut point (one line of base64) is one block, held
+whole. A model tokenizer not known to split there (a SentencePiece ``Metaspace``, byte-level BPE with
+``add_prefix_space``, a normalizer that is not per character, an added token holding whitespace) is
+not cut: the text is then joined and counted whole, as before.
 """
 from __future__ import annotations
 
@@ -136,9 +138,10 @@ def total(counts: list[TokenCount]) -> TokenCount:
                                  for f in ("chars", "model", "cl100k_base", "o200k_base")))
 
 
-# Where a block may end (the cut is before the space or newline): see the module doc.
-CUT = re.compile(r"(?<=[A-Za-z0-9])[ \n](?=[A-Za-z])")
-BLOCK_CHARS = 1 << 20
+# Where a block may end: before a space or newline that follows a letter or digit (any script: Python's
+# isalnum, which is Unicode categories L and N). See the module doc.
+CUT = re.compile(r"(?<=[^\W_])[ \n]")
+BLOCK_CHARS = 1 << 16  # a tokenizers Encoding takes ~150 bytes a character while it is built
 
 # Parts of a Hugging Face tokenizer that act on each character (or each whitespace-split word) alone.
 _LOCAL_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents"}
@@ -146,18 +149,26 @@ _SPLITTING_PRE_TOKENIZERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"
 
 
 def blocks(chunks: Iterable[str], size: int = BLOCK_CHARS) -> Iterator[str]:
-    """The text whose pieces are ``chunks``, re-cut into blocks of about ``size`` characters that end
-    only at ``CUT`` points (a text without one stays in one block, however long)."""
+    """The text whose pieces are ``chunks``, re-cut into blocks that end only at ``CUT`` points: at the
+    last one in the ``size`` characters a block may hold, else the first one after (a text without
+    any stays in one block, however long)."""
     buf = ""
-    last = 0  # the last cut point found in buf (0: none)
+    searched = 0  # buf[:searched] holds no cut point past a block's size
     for chunk in chunks:
-        scanned = max(0, len(buf) - 1)  # a cut needs the character before it
         buf += chunk
-        for m in CUT.finditer(buf, scanned):
-            last = m.start()
-        if len(buf) >= size and last > 0:
-            yield buf[:last]
-            buf, last = buf[last:], 0
+        start = 0
+        while len(buf) - start > size:
+            m = None
+            for m in CUT.finditer(buf, start + max(1, size // 2), start + size + 1):
+                pass
+            if m is None:
+                m = CUT.search(buf, max(start + size, searched))
+            if m is None:
+                searched = len(buf)
+                break
+            yield buf[start:m.start()]
+            start = m.start()
+        buf, searched = buf[start:], max(0, searched - start)
     if buf:
         yield buf
 
