@@ -45,9 +45,9 @@ def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, w
     return answers
 
 
-# Above this many tokens (estimated), encoding the whole input at once takes tens of minutes and several
-# GB on a CPU (docs/reliability.md: 238k tokens took 244 s and 3.31 GiB on 2 cores), so `ask` says that
-# --stream exists before it starts. An estimate, from the size: about 4 characters (bytes) a token.
+# Above this many tokens (estimated), encoding the whole input at once takes minutes to hours and GBs on
+# a CPU (docs/attention.md, "Streaming": 238k tokens took 244 s and 3.31 GiB on 2 cores), so `ask` says
+# that --stream exists before it starts. An estimate from the size: about 4 characters (bytes) a token.
 STREAM_HINT_TOKENS = 500_000
 
 
@@ -114,12 +114,12 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     """
     from longdoc import render
 
+    def warn(message):
+        if not quiet:
+            render.warning(message, as_json=as_json or as_jsonl)
+
     with errors_as_json(as_json or as_jsonl):
         qs = _questions(questions, questions_file)
-        def warn(message):
-            if not quiet:
-                render.warning(message, as_json=as_json or as_jsonl)
-
         if stream:
             answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,
                                   attention=attention, password=password, warn=warn)

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 
-
 def default_data_dir() -> Path:
     """../shared/data/cuad beside the checkout (as longdoc.eval.cuad, whose imports are heavier)."""
     return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cuad"

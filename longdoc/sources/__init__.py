@@ -25,16 +25,16 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from ..errors import LongdocError
 from .document import Document, Segment
 from .pdf import PAGE_SEPARATOR, iter_pages, open_pdf, read_pdf
 from .text import SAMPLE_BYTES, decode_text, iter_decoded
 
-__all__ = ["Document", "Segment", "load", "stream", "TextStream", "looks_like_pdf", "LOAD_TIMEOUT_S", "PAGE_SEPARATOR", "language_for",
-           "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES"]
+__all__ = ["Document", "Segment", "load", "stream", "TextStream", "looks_like_pdf", "LOAD_TIMEOUT_S",
+           "PAGE_SEPARATOR", "language_for", "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES"]
 
 # Wall-clock limit for loading one file (seconds). pypdf extracts roughly 20-100 pages a second
 # here, so 120 s covers thousands of pages while still ending a pathological file.
@@ -119,8 +119,7 @@ def _read_bytes(path: str) -> bytes:
     except OSError as e:
         raise _os_error(path, e) from None
     finally:
-        if f is not getattr(sys.stdin, "buffer", None):
-            f.close()
+        _close(f)
 
 
 def looks_like_pdf(data: bytes) -> bool:
@@ -192,7 +191,7 @@ def stream(path: str | os.PathLike, *, password: str | None = None,
                 raise LongdocError(f"{path}: empty file, not a PDF")
             raise LongdocError(f"{path}: not a PDF (no %PDF- header); the file may be truncated or mislabelled")
         warnings = []
-        chunks = iter_decoded(_Prefixed(head, f), path, warnings)
+        chunks = iter_decoded(f, path, warnings, head=head)
         return TextStream(path, "text", _closing(chunks, f, path), warnings)
     except OSError as e:
         _close(f)
@@ -200,21 +199,6 @@ def stream(path: str | os.PathLike, *, password: str | None = None,
     except BaseException:
         _close(f)
         raise
-
-
-class _Prefixed:
-    """``f`` with ``head`` (bytes already read from it) put back in front."""
-
-    def __init__(self, head: bytes, f):
-        self.head, self.f = head, f
-
-    def read(self, n: int) -> bytes:
-        if self.head:
-            out, self.head = self.head[:n], self.head[n:]
-            if len(out) < n:
-                out += self.f.read(n - len(out))
-            return out
-        return self.f.read(n)
 
 
 def _close(f) -> None:

@@ -178,13 +178,14 @@ def sniff_encoding(sample: bytes, name: str) -> tuple[str, tuple[str, ...]]:
     return enc, ()
 
 
-def iter_decoded(f: BinaryIO, name: str, warnings: list[str] | None = None, *,
+def iter_decoded(f: BinaryIO, name: str, warnings: list[str] | None = None, *, head: bytes | None = None,
                  sample: int = SAMPLE_BYTES, block: int = SAMPLE_BYTES) -> Iterator[str]:
     """The text of the binary stream ``f`` in pieces (one per ``block`` bytes read); joined, they equal
     ``decode_text(f.read(), name)[0]`` (see the module doc). The encoding is decided on the first
-    ``sample`` bytes, and an undecodable file refused, before the first piece is returned.
-    ``warnings`` (a list) receives the warnings, complete once the pieces are exhausted."""
-    first = f.read(sample)
+    ``sample`` bytes (``head``: those bytes, already read from ``f``), and an undecodable file refused,
+    before the first piece is returned. ``warnings`` (a list) receives the warnings, complete once the
+    pieces are exhausted."""
+    first = f.read(sample) if head is None else head
     more = f.read(block) if len(first) == sample else b""
     if not more:  # the whole file is in hand: exactly decode_text
         text, _, warned = decode_text(first, name)
