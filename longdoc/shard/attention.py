@@ -182,15 +182,6 @@ def halo_sends(bounds, i: int, h: int) -> list[tuple[int, int, int]]:
 # Local building blocks (shared by the distributed and the single-device sequential paths).
 
 
-def _band_run(q, k, v, excluded, tile_k, tile_v, tile_valid, *, window, dilation, scale):
-    """The kernel over one contiguous run of rows (B, H, L, D) that also sees the global tile;
-    ``excluded`` (B, L) marks padding and global tokens of the run (never band keys). Rows near the
-    ends of the run are only right when the run really ends there (callers keep the rows whose band
-    lies inside)."""
-    return band_with_tile(q, k, v, tile_k, tile_v, tile_valid, window=window, dilation=dilation,
-                          key_padding_mask=excluded, scale=scale)
-
-
 def band(q, k, v, excluded, tile_k, tile_v, tile_valid, halo, *, hl, hr, window, dilation, scale):
     """Band + tile output of a shard's n rows, (B, H, n, D).
 
@@ -199,37 +190,43 @@ def band(q, k, v, excluded, tile_k, tile_v, tile_valid, halo, *, hl, hr, window,
     caller can overlap the halo transfer with them."""
     B, H, n, D = q.shape
     h = window * dilation
-    kw = dict(window=window, dilation=dilation, scale=scale)
-    tile = (tile_k, tile_v, tile_valid)
+
+    def run(qq, kk, vv, ex):
+        """The kernel over one contiguous run of rows that also sees the global tile. Rows near the
+        ends of a run are only right where the run really ends there: callers keep the rows whose
+        band lies inside."""
+        return band_with_tile(qq, kk, vv, tile_k, tile_v, tile_valid, window=window, dilation=dilation,
+                              key_padding_mask=ex, scale=scale)
+
     local_ex = excluded[:, hl : hl + n]
     if n == 0:
         halo()
         return q.new_zeros(B, H, 0, D)
     if hl == 0 and hr == 0:  # no neighbour within reach (one shard, or window 0)
         halo()
-        return _band_run(q, k, v, local_ex, *tile, **kw)
+        return run(q, k, v, local_ex)
     if n < 2 * h:  # too short to split: one run over shard + halo once it lands
         kv_l, kv_r = halo()
         kk = torch.cat([kv_l[..., :D], k, kv_r[..., :D]], 2)
         vv = torch.cat([kv_l[..., D:], v, kv_r[..., D:]], 2)
         qq = torch.cat([q.new_zeros(B, H, hl, D), q, q.new_zeros(B, H, hr, D)], 2)
-        return _band_run(qq, kk, vv, excluded, *tile, **kw)[:, :, hl : hl + n]
+        return run(qq, kk, vv, excluded)[:, :, hl : hl + n]
     # Interior: rows whose band lies inside the shard, before the halo is needed.
     a, b = (h if hl else 0), (n - h if hr else n)
-    inner = _band_run(q, k, v, local_ex, *tile, **kw)[:, :, a:b]
+    inner = run(q, k, v, local_ex)[:, :, a:b]
     kv_l, kv_r = halo()
     pieces = []
     if hl:  # rows [0, h) see keys [-hl, 2h)
         kk = torch.cat([kv_l[..., :D], k[:, :, : 2 * h]], 2)
         vv = torch.cat([kv_l[..., D:], v[:, :, : 2 * h]], 2)
         qq = torch.cat([q.new_zeros(B, H, hl, D), q[:, :, : 2 * h]], 2)
-        pieces.append(_band_run(qq, kk, vv, excluded[:, : hl + 2 * h], *tile, **kw)[:, :, hl : hl + h])
+        pieces.append(run(qq, kk, vv, excluded[:, : hl + 2 * h])[:, :, hl : hl + h])
     pieces.append(inner)
     if hr:  # rows [n - h, n) see keys [n - 2h, n + hr)
         kk = torch.cat([k[:, :, n - 2 * h :], kv_r[..., :D]], 2)
         vv = torch.cat([v[:, :, n - 2 * h :], kv_r[..., D:]], 2)
         qq = torch.cat([q[:, :, n - 2 * h :], q.new_zeros(B, H, hr, D)], 2)
-        pieces.append(_band_run(qq, kk, vv, excluded[:, hl + n - 2 * h :], *tile, **kw)[:, :, h : 2 * h])
+        pieces.append(run(qq, kk, vv, excluded[:, hl + n - 2 * h :])[:, :, h : 2 * h])
     return torch.cat(pieces, 2)
 
 
