@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -215,3 +216,47 @@ def test_real_write_failure_mid_run_is_a_clear_error_and_resumes(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert check_db(root)[0] == before + 40
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    """A real, small filesystem (tmpfs) at ``where``; False where this process may not mount."""
+    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                          capture_output=True).returncode == 0
+
+
+def test_full_filesystem_mid_run_is_a_clear_error_and_resumes(tmp_path, monkeypatch):
+    """The index lives on a real filesystem that fills up: a tmpfs shrunk to 96 KiB above what the
+    first index uses, then 40 new files to store. write() fails with ENOSPC in the kernel. The run must
+    end with one line and exit 2 and leave an index that verifies completely; once the filesystem is
+    grown, a run resumes and stores the 40 files. Needs the right to mount (root); skipped otherwise."""
+    fs = tmp_path / "fs"
+    if not _mount_tmpfs(fs, "64m"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        monkeypatch.setenv("LONGDOC_HOME", str(fs / "home"))
+        rng = random.Random(5)
+        root = tmp_path / "tree"  # the tree itself is elsewhere: only the index is on the small fs
+        write_tree(root, rng, 0)
+        env = child_env(tmp_path)
+        cmd = [sys.executable, "-m", "longdoc", "index", str(root), "-q"]
+        assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120).returncode == 0
+        before, _ = check_db(root)
+        assert db_path(root).resolve().is_relative_to(fs.resolve())
+        for i in range(40):
+            (root / f"big{i}.py").write_text("\n\n".join(f"def big_{i}_{j}(x):\n    return x + {j}\n" for j in range(200)))
+        used = shutil.disk_usage(fs).used
+        subprocess.run(["mount", "-o", f"remount,size={used // 1024 + 96}k", str(fs)], check=True)
+        full = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert full.returncode == 2, full.stderr
+        lines = full.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in full.stderr
+        assert check_db(root)[0] >= before  # verified completely; nothing indexed before was lost
+        subprocess.run(["mount", "-o", "remount,size=64m", str(fs)], check=True)
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert check_db(root)[0] == before + 40
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
