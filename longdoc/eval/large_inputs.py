@@ -1,13 +1,11 @@
-"""Large inputs for the resource figures of docs/reliability.md, and the reading half of `ask --stream`.
+"""A large text for the resource figures of docs/reliability.md, and the reading half of `ask --stream`.
 
     python -m longdoc.eval.large_inputs text OUT.txt --size 1G     # the 80 CUAD dev texts, repeated
-    python -m longdoc.eval.large_inputs pdf OUT.pdf --pages 5000   # the 96-page CUAD PDF, repeated
     python -m longdoc.eval.large_inputs read-stream FILE           # reader + passage cutter + tokenizer
 
 ``text`` writes the dev contracts (sorted by name) one after another, again and again, until the file
 holds ``--size`` bytes (whole contracts: the last one may end past it), so a prefix made with a smaller
-``--size`` is the start of the larger file. ``pdf`` appends the longest CUAD dev PDF to itself until it
-has ``--pages`` pages (a whole copy at a time).
+``--size`` is the start of the larger file. (Large PDFs: ``python -m longdoc.eval.bigpdf``.)
 
 ``read-stream`` runs exactly what ``longdoc ask FILE --stream`` runs before the encoder
 (``longdoc.sources.stream`` -> ``stream_ask.tokenized_passages`` with the model's tokenizer) and prints
@@ -52,20 +50,6 @@ def make_text(out: Path, size: int, src: Path) -> int:
     return written
 
 
-def make_pdf(out: Path, pages: int, src: Path) -> int:
-    """Write ``src`` (a PDF) appended to itself until it has at least ``pages`` pages; returns them."""
-    from pypdf import PdfReader, PdfWriter
-
-    reader = PdfReader(src)
-    writer = PdfWriter()
-    while len(writer.pages) < pages:
-        for page in reader.pages:
-            writer.add_page(page)
-    with open(out, "wb") as f:
-        writer.write(f)
-    return len(writer.pages)
-
-
 def read_stream(path: str, model: str | None = None) -> dict:
     """The reading half of ``ask --stream`` over ``path``, no encoder: counts and the time taken."""
     from longdoc.model.files import load_tokenizer
@@ -92,10 +76,6 @@ def main(argv=None) -> int:
     t.add_argument("out", type=Path)
     t.add_argument("--size", type=_size, default=_size("1G"), help="bytes (K, M, G: 10**3, 10**6, 10**9; default 1G)")
     t.add_argument("--src", type=Path, default=default_data_dir() / "txt")
-    p = sub.add_parser("pdf", help="a CUAD dev PDF repeated to --pages pages")
-    p.add_argument("out", type=Path)
-    p.add_argument("--pages", type=int, default=5000)
-    p.add_argument("--src", type=Path, default=None, help="default: the longest PDF in the CUAD dev pdf/ folder")
     r = sub.add_parser("read-stream", help="the reader, passage cutter and tokenizer of ask --stream, no model")
     r.add_argument("path")
     r.add_argument("--model", default=None)
@@ -103,14 +83,6 @@ def main(argv=None) -> int:
     if args.cmd == "text":
         n = make_text(args.out, args.size, args.src)
         print(f"{args.out}: {n:,} bytes")
-    elif args.cmd == "pdf":
-        src = args.src
-        if src is None:
-            from pypdf import PdfReader
-
-            src = max(sorted((default_data_dir() / "pdf").glob("*.pdf")), key=lambda f: len(PdfReader(f).pages))
-        n = make_pdf(args.out, args.pages, src)
-        print(f"{args.out}: {n:,} pages ({args.out.stat().st_size:,} bytes) from {src.name}")
     else:
         from longdoc.errors import LongdocError
 
