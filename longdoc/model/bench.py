@@ -10,7 +10,8 @@ attention_window 512 (radius 256) with the same global tokens; "chunks" is a Ber
 size over independent 512-token chunks through SDPA (no context across chunk boundaries), batch
 ``--chunk-batch``. Peak memory: CUDA max allocated, or the process's peak RSS growth on CPU (ru_maxrss
 only grows, so CPU figures after the first big run are upper bounds; run one impl per process for
-exact CPU peaks). Prints a Markdown table.
+exact CPU peaks). Prints a Markdown table; ``--breakdown`` adds one more, from one profiled call per
+cell: where the time goes, by kind of op (torch.profiler self time).
 """
 from __future__ import annotations
 
@@ -53,6 +54,33 @@ def _measure(fn, device, reps):
     else:
         peak = max(0.0, _rss_gib() - rss0)
     return best, peak
+
+
+# --breakdown: op name -> part of the layer (everything else is "other")
+_PARTS = {
+    "aten::addmm": "linear layers (GEMM)", "aten::mm": "linear layers (GEMM)",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (flash op)",
+    "aten::bmm": "attention: global keys (bmm + softmax pieces)", "aten::amax": "attention: global keys (bmm + softmax pieces)",
+    "aten::maximum": "attention: global keys (bmm + softmax pieces)", "aten::exp_": "attention: global keys (bmm + softmax pieces)",
+    "aten::sub_": "attention: global keys (bmm + softmax pieces)", "aten::sum": "attention: global keys (bmm + softmax pieces)",
+    "aten::div_": "attention: global keys (bmm + softmax pieces)", "aten::addcmul": "attention: global keys (bmm + softmax pieces)",
+    "aten::log_": "attention: global keys (bmm + softmax pieces)",
+    "aten::gelu": "GELU", "aten::gelu_": "GELU", "aten::native_layer_norm": "LayerNorm",
+    "aten::copy_": "copies (incl. the GEMMs' bias fill)", "aten::add": "adds", "aten::add_": "adds",
+}
+
+
+def _breakdown(fn):
+    """{part: seconds} of one profiled call (self CPU time summed over threads, so it can exceed wall time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    parts = {}
+    for e in prof.key_averages():
+        part = _PARTS.get(e.key, "other")
+        parts[part] = parts.get(part, 0.0) + e.self_cpu_time_total / 1e6
+    return parts
 
 
 def _longdoc(size, n, device, dtype, globals_, int8=False):
@@ -116,6 +144,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--max-seconds", type=float, default=120.0,
                     help="skip larger n for an impl once one run took longer than this")
+    ap.add_argument("--breakdown", action="store_true", help="then a table of where the time goes (one profiled call per cell)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,13 +155,18 @@ def main(argv=None):
           f"{dtype}, torch {torch.__version__}, {args.globals} global tokens")
     print("| model | impl | n | s | tokens/s | peak GiB |")
     print("| --- | --- | --- | --- | --- | --- |")
+    breakdowns = []
     for size in args.models.split(","):
         for impl in args.impls.split(","):
             for n in (int(x) for x in args.sizes.split(",")):
                 make = {"longdoc": _longdoc, "longdoc-int8": lambda *a: _longdoc(*a, int8=True), "longformer": _longformer,
                         "chunks": lambda *a: _chunks(*a, args.chunk_batch)}[impl]
                 try:
-                    secs, peak = _measure(make(size, n, device, dtype, args.globals), device, args.reps)
+                    fn = make(size, n, device, dtype, args.globals)
+                    secs, peak = _measure(fn, device, args.reps)
+                    if args.breakdown:
+                        breakdowns.append((size, impl, n, _breakdown(fn)))
+                    del fn
                 except torch.OutOfMemoryError:
                     print(f"| {size} | {impl} | {n:,} | OOM | - | - |", flush=True)
                     break
@@ -143,6 +177,13 @@ def main(argv=None):
                 print(f"| {size} | {impl} | {n:,} | {secs:.2f} | {n / secs:,.0f} | {peak:.2f} |", flush=True)
                 if secs > args.max_seconds:
                     break
+    if breakdowns:
+        print("\n| model | impl | n | part | s | share |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for size, impl, n, parts in breakdowns:
+            total = sum(parts.values())
+            for part, secs in sorted(parts.items(), key=lambda kv: -kv[1]):
+                print(f"| {size} | {impl} | {n:,} | {part} | {secs:.2f} | {secs / total:.0%} |")
 
 
 if __name__ == "__main__":
