@@ -55,8 +55,8 @@ def _stream_hint(path: str, n_chars: int, warn) -> None:
     tokens = n_chars // 4
     if tokens < STREAM_HINT_TOKENS:
         return
-    warn(f"{path}: about {tokens:,} tokens; encoding them all at once takes time and memory in proportion "
-         "(about 4 min and 3.3 GiB per 238k tokens on 2 CPU cores); --stream reads it window by window in flat memory")
+    warn(f"{path}: about {tokens:,} tokens; ask encodes them all at once, in time and memory that grow with "
+         "them (238k tokens: 4 min, 3.3 GiB on 2 CPU cores); --stream reads the file window by window in flat memory")
 
 
 def _text_size(path: str) -> int | None:
