@@ -54,13 +54,16 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
         given = sum(x is not None for x in (labels_spec, labels_file, preset, head_path))
         if given != 1:
             raise LongdocError("give exactly one of --labels, --labels-file, --preset, --head")
+        for flag, value in (("--head", head_path), ("--labels-file", labels_file)):
+            if value is not None and not str(value).strip():
+                raise LongdocError(f"{flag} needs a file path")
         head, labels, mode = None, None, "multi" if multi else "single"
-        if head_path:
+        if head_path is not None:  # `is not None`: an empty value given is an error, not another option
             head = C.Head.load(head_path)
-        elif preset:
+        elif preset is not None:
             labels, pmode = C.preset(preset)
             mode = "multi" if multi else pmode
-        elif labels_file:
+        elif labels_file is not None:
             labels = C.read_labels_file(labels_file)
         else:
             labels = C.parse_labels(labels_spec)
