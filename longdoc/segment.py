@@ -259,9 +259,9 @@ def _norm(s: str, limit: int = 80) -> str:
 # ---------------------------------------------------------------------------------------------
 # Length limits: splitting long blocks, merging short ones
 
-_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s)")
-_CLAUSE_END = re.compile(r"[;:][\"'”’)\]]*(?=\s)")
-_COMMA = re.compile(r",(?=\s)")
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=[\s\ufeff])")
+_CLAUSE_END = re.compile(r"[;:][\"'”’)\]]*(?=[\s\ufeff])")
+_COMMA = re.compile(r",(?=[\s\ufeff])")
 
 
 def _split(text: str, start: int, end: int, max_chars: int, *, code: bool) -> list[tuple[int, int]]:
@@ -289,7 +289,7 @@ def _split(text: str, start: int, end: int, max_chars: int, *, code: bool) -> li
     return pieces
 
 
-_WORD_END = re.compile(r"\S(?=\s)")
+_WORD_END = re.compile(r"[^\s\ufeff](?=[\s\ufeff])")  # U+FEFF counts as a space, as in _blank
 _PROSE_CUTS = (_SENTENCE_END, _CLAUSE_END, _COMMA, _WORD_END)
 _CODE_CUTS = (re.compile(r"(?=\n[ \t\r\f\v]*\n)"), re.compile(r"(?=\n)"), _WORD_END)
 
@@ -298,10 +298,11 @@ def _best_cut(text: str, lo: int, target: int, hi: int, code: bool) -> int | Non
     """The end of a piece in [lo, hi], just before whitespace, nearest ``target`` among the
     strongest kind of boundary present (sentence > ; or : > , > any space; for code: blank line >
     line end > any space)."""
-    window = text[lo:hi + 1]
+    base = max(lo - 1, 0)  # one character of context: a boundary at lo ends with the character before it
+    window = text[base:hi + 1]
     for rx in _CODE_CUTS if code else _PROSE_CUTS:
-        cands = [lo + m.end() for m in rx.finditer(window)]
-        cands = [c for c in cands if lo <= c <= hi and c < len(text) and text[c].isspace()]
+        cands = [base + m.end() for m in rx.finditer(window)]
+        cands = [c for c in cands if lo <= c <= hi and c < len(text) and _blank(text[c])]
         if cands:
             return min(cands, key=lambda c: abs(c - target))
     return None
