@@ -256,7 +256,7 @@ class Layer(nn.Module):
         over one streams it through RAM. So the projection and the attention write into the reused
         buffers, and everything after the attention (output projection, residual, LayerNorm, FFN,
         residual, LayerNorm) runs per chunk of rows, in cache, ending in x's own rows (x is no longer
-        needed once qkv holds its projections)."""
+        needed once qkv holds its projections), with as few passes over a chunk as eager ops allow."""
         B, N, C = x.shape
         att, step = self.attention, self.ffn_chunk
         rows = x.view(B * N, C)
@@ -266,9 +266,19 @@ class Layer(nn.Module):
         a = attn.view(B * N, C)  # heads already merged: attn is in (B, N, H, D) memory
         for s in range(0, B * N, step):
             xs = rows[s : s + step]
-            h = self.attention_norm(torch.addmm(att.out.bias, a[s : s + step], att.out.weight.t()).add_(xs))
+            # The residuals are summed in place by addmm_ (beta = 1): no bias fill, no extra add.
+            xs.add_(att.out.bias).addmm_(a[s : s + step], att.out.weight.t())  # x + attention(x)
+            h = self.attention_norm(xs)
             f = self.act_(torch.addmm(self.ffn_in.bias, h, self.ffn_in.weight.t(), out=hidden[: len(xs)]))
-            xs.copy_(self.ffn_norm(torch.addmm(self.ffn_out.bias, f, self.ffn_out.weight.t()).add_(h)))
+            h.add_(self.ffn_out.bias).addmm_(f, self.ffn_out.weight.t())  # h + FFN(h)
+            _layer_norm_into(self.ffn_norm, h, xs)
+
+
+def _layer_norm_into(norm: nn.LayerNorm, x, out):
+    """norm(x) written into `out` (rows, C), with no new (rows, C) tensor and no copy."""
+    stats = x.new_empty(2, x.shape[0], 1)  # mean and 1/std, unused
+    torch.ops.aten.native_layer_norm.out(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps,
+                                         out0=out, out1=stats[0], out2=stats[1])
 
 
 def _gelu_tanh(x):
