@@ -69,18 +69,24 @@ OPTIONS = {
 }
 FLAGS = {"ask": ["--json", "--jsonl", "-q", "--no-cache"], "tokens": ["--json"],
          "classify": ["--json", "--jsonl", "--multi", "--no-cache"], "xref": ["--json", "--no-related"]}
+# A real argv cannot hold a NUL byte (execve ends each argument at one), so none is generated.
+ARG_TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=10)
 VALUES = st.one_of(st.sampled_from(["0", "-1", "1", "3", "1e9", "nan", "inf", "", " ", "auto", "local",
                                      "lsh:rounds=0", "sinks:sinks=-2", "strided:stride=x", "nope", "never",
-                                     "o200k_base", "9" * 30, "\x00", "é", "--json"]),
-                   st.text(max_size=10))
+                                     "o200k_base", "9" * 30, "\x1e", "é", "--json"]),
+                   ARG_TEXT)
+# --devices 2..4 really starts that many CPU processes (tests/test_shard.py covers them; here they
+# would cost seconds per example); every other count must be answered without starting one.
+DEVICES = st.one_of(st.sampled_from(["0", "-1", "1", "auto", "9" * 30, "1000", "x", ""]), ARG_TEXT.filter(
+    lambda v: not (v.strip().isdigit() and 2 <= int(v) <= 4)))
 
 
 def _argv(draw, verb, paths):
     args = [verb, draw(st.sampled_from(paths))]
     if verb == "ask":
-        args.append(draw(st.one_of(st.sampled_from(["", " ", "termination?", "\x00"]), st.text(max_size=20))))
+        args.append(draw(st.one_of(st.sampled_from(["", " ", "termination?", "\x7f"]), ARG_TEXT)))
     for opt in draw(st.lists(st.sampled_from(OPTIONS[verb]), max_size=3)):
-        args += [opt, draw(VALUES)]
+        args += [opt, draw(DEVICES if opt == "--devices" else VALUES)]
     args += draw(st.lists(st.sampled_from(FLAGS[verb]), max_size=2, unique=True))
     return args
 
@@ -122,3 +128,13 @@ def test_cli_arguments_never_raise(tmp_path, tiny_model_dir, monkeypatch):
             # a control character from the arguments (\x1e, \x1c, ...) may be echoed inside the one line
 
     run()
+
+
+def test_an_empty_path_is_refused_not_taken_as_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # were "" the current folder, ask would index it and tokens count it
+    (tmp_path / "a.txt").write_text("Some text.\n")
+    for argv in (["ask", "", "q"], ["tokens", ""], ["tokens", "a.txt", ""], ["xref", ""],
+                 ["classify", "", "--labels", "a,b"], ["index", ""]):
+        code, out = _invoke(argv)
+        assert code == 2 and "empty path" in out, (argv, out)
+    assert not (tmp_path / ".longdoc").exists()

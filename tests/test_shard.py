@@ -335,3 +335,14 @@ def test_sequential_keeps_a_half_precision_model_in_its_dtype():
     got = encode_sequential(net, ids, pos, global_mask=gm, key_padding_mask=pad, shard_len=7)
     assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
     assert ((got.float() - exp).abs().max() / exp.abs().max()).item() < 2e-2
+
+
+def test_more_cpu_ranks_than_cores_is_refused_before_any_process_starts():
+    import os
+
+    from longdoc.errors import LongdocError
+    from longdoc.shard.launch import MIN_CPU_RANKS, launch
+
+    too_many = max(os.cpu_count() or 1, MIN_CPU_RANKS) + 1
+    with pytest.raises(LongdocError, match="more CPU processes than"):
+        launch(print, too_many, backend="gloo")  # print would run in each rank: none may start

@@ -49,6 +49,15 @@ def errors_as_json(enabled: bool):
         sys.exit(2)
 
 
+def nonempty_paths(ctx, param, value):
+    """click callback for PATH arguments: an empty one is an error. Path("") is the current folder, so
+    `longdoc ask "" q` would otherwise index whatever folder the shell is in."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if v is not None and not str(v).strip():
+            raise click.BadParameter("empty path", ctx=ctx, param=param)
+    return value
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="longdoc")
 def cli():
@@ -68,7 +77,9 @@ def main(argv=None):
         e.show()
         sys.exit(2)
     except LongdocError as e:
-        click.echo(f"longdoc: error: {e}", err=True)
+        # One line, whatever a file name or argument inside the message holds.
+        msg = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        click.echo(f"longdoc: error: {msg}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("longdoc: interrupted", err=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from longdoc.cli import errors_as_json
+from longdoc.cli import errors_as_json, nonempty_paths
 from longdoc.errors import LongdocError
 
 
@@ -74,7 +74,7 @@ def _text_size(path: str) -> int | None:
 
 
 @click.command("ask")
-@click.argument("path")
+@click.argument("path", callback=nonempty_paths)
 @click.argument("questions", nargs=-1)
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(min=1),
               help="Passages per question.")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json
+from longdoc.cli import errors_as_json, nonempty_paths
 from longdoc.errors import LongdocError
 
 _COMMON = [
@@ -25,7 +25,7 @@ def _common(f):
 
 
 @click.command("classify", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1, required=True, callback=nonempty_paths)
 @click.option("--labels", "labels_spec", help='Comma-separated labels, e.g. "NDA,lease,employment agreement".')
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="A label per line: name, or name<TAB>description, or 'name: description'.")
@@ -95,7 +95,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("directory")
+@click.argument("directory", callback=nonempty_paths)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the head (.safetensors).")
 @click.option("--folds", type=click.IntRange(min=2), help="k-fold cross-validation (default: leave-one-out "

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import click
 
+from longdoc.cli import nonempty_paths
 from longdoc.errors import LongdocError
 
 class _IndexGroup(click.Group):
@@ -78,7 +79,7 @@ class _ProgressLine:
 
 
 @command.command("update")
-@click.argument("path", default=".", type=click.Path(file_okay=False))
+@click.argument("path", default=".", type=click.Path(file_okay=False), callback=nonempty_paths)
 @click.option("--files-from", metavar="FILE|-", help="Index exactly these files (one per line or NUL-separated; "
               "'-' reads stdin), e.g. `git ls-files -z | longdoc index . --files-from -`.")
 @click.option("--no-ignore", is_flag=True, help="Do not honour .gitignore/.ignore/.longdocignore, nor skip "
@@ -152,7 +153,7 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
 
 
 @command.command("status")
-@click.argument("path", default=".", type=click.Path(file_okay=False))
+@click.argument("path", default=".", type=click.Path(file_okay=False), callback=nonempty_paths)
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="The index's folder, if not the default.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(path, index_dir, as_json):
@@ -218,7 +219,7 @@ def list_cmd(as_json):
 
 
 @command.command("clean")
-@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.argument("path", required=False, type=click.Path(file_okay=False), callback=nonempty_paths)
 @click.option("--index", "index_dir", type=click.Path(file_okay=False), help="The index's folder, if not the default.")
 @click.option("--missing", is_flag=True, help="Remove the indexes whose root folder no longer exists.")
 @click.option("--all", "everything", is_flag=True, help="Remove every index in the cache folder.")

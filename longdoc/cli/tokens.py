@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from longdoc.cli import nonempty_paths
 from longdoc.errors import LongdocError
 
 
@@ -23,7 +24,7 @@ def _files(path: str):
 
 
 @click.command("tokens")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, callback=nonempty_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: files, total, windows.")
 @click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (its tokenizer is used).")
 def command(paths, as_json, model):

@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json
+from longdoc.cli import errors_as_json, nonempty_paths
 from longdoc.errors import LongdocError
 
 
 @click.command("xref")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1, required=True, callback=nonempty_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per file.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "tree", "plain", "dot"]), default="auto",
               show_default=True, help="tree (Rich), plain (tab-separated lines), dot (Graphviz); auto picks "

@@ -59,6 +59,9 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized()
 
 
+MIN_CPU_RANKS = 4  # CPU (gloo) ranks allowed even on smaller machines, to try the multi-rank path
+
+
 def launch(fn, devices: int, *args, backend: str | None = None):
     """``fn(*args)`` on `devices` ranks; rank 0's return value (tensors, lists, dicts, numbers)."""
     backend = backend or default_backend()
@@ -75,7 +78,13 @@ def launch(fn, devices: int, *args, backend: str | None = None):
         raise LongdocError(f"--devices must be at least 1, got {devices}")
     if backend == "nccl" and devices > torch.cuda.device_count():
         raise LongdocError(f"--devices {devices} asks for more GPUs than the {torch.cuda.device_count()} visible")
-    threads = max(1, (os.cpu_count() or 1) // devices) if backend == "gloo" else 0
+    cores = os.cpu_count() or 1
+    if backend == "gloo" and devices > max(cores, MIN_CPU_RANKS):
+        # Each CPU rank is a process holding torch and the model: more than the cores only adds memory,
+        # and a typo (--devices 1000) would start a thousand of them.
+        raise LongdocError(f"--devices {devices} asks for more CPU processes than the {cores} cores "
+                           f"(at most {max(cores, MIN_CPU_RANKS)} here)")
+    threads = max(1, cores // devices) if backend == "gloo" else 0
     with tempfile.TemporaryDirectory(prefix="longdoc-shard-") as tmp:
         path = os.path.join(tmp, "rank0.pt")
         ctx = mp.start_processes(_worker, args=(fn, args, devices, _free_port(), backend, path, threads),
