@@ -33,6 +33,11 @@ _SCORE_BUDGET = 1 << 24
 # Queries per block of the fused CPU band (measured on 2 cores at w = 128: 64 beat 128, 192 and 256;
 # the flash op's cost per query barely falls with a wider block, while the masked keys grow).
 _BAND_BLOCK = 64
+# Query rows per flash call (and per merge of the global keys) of the fused CPU band. Each torch op is
+# a barrier of the CPU threads, so fewer, larger calls hold up better on shared cores: 8192 rows took
+# 5.0-5.5 s where 4352 took 6.3-7.3 s at 16k tokens with one other busy process, and the same on an
+# idle core (docs/encoder.md, third pass).
+_GROUP_ROWS = 8192
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -139,7 +144,7 @@ def _band_fused(q, k, v, key_valid, kg, vg, g_valid, window, scale, block, out=N
     r = torch.arange(c, device=q.device)[:, None]
     t = torch.arange(span, device=q.device)[None, :]
     band_bias = torch.zeros(c, span, dtype=q.dtype, device=q.device).masked_fill_(((t - r) < 0) | ((t - r) > 2 * w), neg)
-    step = max(1, _SCORE_BUDGET // max(H * c * span, 1))  # blocks whose scores and mask are held at once
+    step = max(1, _GROUP_ROWS // c)  # blocks per flash call
     # Blocks [lo, hi) have their whole window inside the sequence: they read q, k, v in place.
     lo = min(nb, -(-w // c))
     hi = max(lo, min(nb, (N - w - c) // c + 1)) if N >= w + c else lo

@@ -83,3 +83,23 @@ def test_attention_out_buffer(dtype, dilation):
         out, lse = local_global_attention_reference(q, k, v, **kw, return_lse=True, out=buf)
     assert out.data_ptr() == buf.data_ptr() and out.shape == (B, H, N, D)
     assert torch.equal(out, ref) and torch.equal(lse, ref_lse)
+
+
+@pytest.mark.parametrize("group_rows", [32, 96])
+def test_fused_band_in_several_groups(group_rows, monkeypatch):
+    """The fused band's flash calls (and global-key merges) over several groups of blocks, with the
+    padded first and last ranges, globals, padding and a ragged end: the dense oracle's result."""
+    from longdoc.kernels import local_global_attention_dense
+    from longdoc.kernels import reference
+
+    monkeypatch.setattr(reference, "_GROUP_ROWS", group_rows)
+    g = torch.Generator().manual_seed(1)
+    B, H, N, D = 2, 2, 301, 16
+    q, k, v = (torch.randn(B, H, N, D, generator=g) for _ in range(3))
+    pad = torch.zeros(B, N, dtype=torch.bool)
+    pad[1, 280:] = True
+    kw = dict(window=20, global_idx=torch.tensor([[0, 150, 300], [7, -1, -1]]), key_padding_mask=pad)
+    with torch.inference_mode():
+        out, lse = local_global_attention_reference(q, k, v, **kw, return_lse=True)
+    ref, ref_lse = local_global_attention_dense(q, k, v, **kw)
+    assert _rel(out, ref) < 1e-5 and _rel(lse[torch.isfinite(lse)], ref_lse[torch.isfinite(ref_lse)]) < 1e-5
