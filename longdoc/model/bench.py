@@ -71,7 +71,8 @@ _PARTS = {
 
 
 def _breakdown(fn):
-    """{part: seconds} of one profiled call (self CPU time summed over threads, so it can exceed wall time)."""
+    """{part: seconds} of one profiled call: each op's self time on the calling thread (its intra-op
+    threads run inside it), so the parts add up to about the wall time, plus the profiler's overhead."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
