@@ -58,7 +58,7 @@ def _measure(fn, device, reps):
 
 # --breakdown: op name -> part of the layer (everything else is "other")
 _PARTS = {
-    "aten::addmm": "linear layers (GEMM)", "aten::mm": "linear layers (GEMM)",
+    "aten::addmm": "linear layers (GEMM)", "aten::addmm_": "linear layers (GEMM)", "aten::mm": "linear layers (GEMM)",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "attention (flash op)",
     "aten::bmm": "attention: global keys (bmm + softmax pieces)", "aten::amax": "attention: global keys (bmm + softmax pieces)",
     "aten::maximum": "attention: global keys (bmm + softmax pieces)", "aten::exp_": "attention: global keys (bmm + softmax pieces)",
