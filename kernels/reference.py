@@ -30,9 +30,11 @@ import torch.nn.functional as F
 
 # Scores held at once by the blocked band pass, in elements (fp32: 4 bytes each -> 64 MiB).
 _SCORE_BUDGET = 1 << 24
-# Queries per block of the fused CPU band (measured on 2 cores at w = 128: 64 beat 128, 192 and 256;
-# the flash op's cost per query barely falls with a wider block, while the masked keys grow).
-_BAND_BLOCK = 64
+# Queries per block of the fused CPU band. Measured at w = 128 (whole MiniLM encoder): 32 beat 64 by
+# 4-7% (1 and 2 threads, 16k and 64k tokens) and 16 was between them; session 2 found 64 better than
+# 128-256. Narrow blocks compute fewer masked scores (c + 2w keys for 2w + 1 used); the flash op
+# splits its queries by 32 anyway, so a wider block gains it nothing.
+_BAND_BLOCK = 32
 # Query rows per flash call (and per merge of the global keys) of the fused CPU band. Each torch op is
 # a barrier of the CPU threads, so fewer, larger calls hold up better on shared cores: 8192 rows took
 # 5.0-5.5 s where 4352 took 6.3-7.3 s at 16k tokens with one other busy process, and the same on an
