@@ -35,8 +35,7 @@ def executed_flops(n, d, w, G, H=HEADS, bwd=False):
     """FLOPs the longdoc kernels issue with the forward's chosen tiles (edge tiles included)."""
     from . import triton_attention as ta
 
-    cfg = getattr(ta._fwd_band, "best_config", None)
-    bm, bn = (cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]) if cfg is not None else ta._blocks(d)[:2]
+    bm, bn = ta._fwd_tiles(d, torch.bfloat16)[:2]
     n_blk = -(-(bm + 2 * w) // bn)
     g_pad = max(16, 1 << (G - 1).bit_length()) if G else 0
     per_block = bm * (n_blk * bn + g_pad)

@@ -1,7 +1,7 @@
 """Tile sweep for the Triton kernels: time each forward tile shape and each backward tile set on one
 shape, so the autotune space and the fixed backward tiles can be chosen from measurements.
 
-    python -m longdoc.kernels.bench_tiles [--n 65536] [--G 16] [--d 64] [--w 256]
+    python -m longdoc.kernels.bench_tiles [--n 65536] [--G 16] [--d 64] [--w 256] [--fwd-configs "128,64,4,2;128,32,4,3"]
 """
 from __future__ import annotations
 
@@ -23,32 +23,35 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--w", type=int, default=256)
     p.add_argument("--bwd", action="store_true")
-    p.add_argument("--fwd-configs", default="", help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
+    p.add_argument("--fwd-configs", default="",
+                   help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
+    p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
     a = p.parse_args(argv)
     q, k, v, gidx = make_inputs(a.n, a.d, a.G)
     f = useful_flops(a.n, a.d, a.w, a.G, H=HEADS)
-    print(f"# n={a.n} d={a.d} w={a.w} G={a.G}: forward tiles (BLOCK_M, BLOCK_N, warps, stages)", flush=True)
+    print(f"# n={a.n} d={a.d} w={a.w} G={a.G}: forward tiles (BLOCK_M, BLOCK_N, warps, stages)",
+          flush=True)
     res = []
-    sweep = itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4))
     if a.fwd_configs:
-        sweep = [tuple(int(x) for x in c.split(",")) + (one,) for c in a.fwd_configs.split(";") for one in (0, 1)]
+        sweep = [tuple(int(x) for x in c.split(",")) for c in a.fwd_configs.split(";")]
     else:
-        sweep = [c + (0,) for c in sweep]
-    for bm, bn, warps, stages, one in sweep:
-        if (bm == 256 and warps == 4) or (bm == 64 and warps == 8) or bm * bn > 256 * 64 or (a.d == 128 and bn == 128 and stages > 2):
-            continue
-        ta._FWD_OVERRIDE = (bm, bn, warps, stages)
-        ta._ONE_LOOP = bool(one)
-        try:
-            fn = lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)  # noqa: E731
-            ms = do_bench(fn, warmup=20, rep=100, return_mode="median")
-        except Exception as e:  # out of shared memory or registers: skip the config
-            print(f"({bm},{bn},{warps},{stages}) failed: {type(e).__name__}", flush=True)
-            continue
-        res.append((ms, (bm, bn, warps, stages, one)))
-        print(f"({bm},{bn},{warps},{stages}){' one loop, all masked' if one else ''} {ms:.3f} ms "
-              f"{f / ms / 1e9:.0f} TFLOP/s", flush=True)
+        sweep = [c for c in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4))
+                 if not ((c[0] == 256 and c[2] == 4) or (c[0] == 64 and c[2] == 8) or c[0] * c[1] > 256 * 64
+                         or (a.d == 128 and c[1] == 128 and c[3] > 2))]
+    for cfg in sweep:
+        for one in ((0, 1) if a.one_loop else (0,)):
+            ta._FWD_OVERRIDE = cfg
+            ta._ONE_LOOP = bool(one)
+            try:
+                fn = lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)  # noqa: E731
+                with torch.no_grad():
+                    ms = do_bench(fn, warmup=20, rep=100, return_mode="median")
+            except Exception as e:  # out of shared memory or registers, or no such feature: skip it
+                print(f"{cfg} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                continue
+            res.append((ms, cfg + (one,)))
+            print(f"{cfg}{' one loop, all masked' if one else ''} {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
     ta._FWD_OVERRIDE = None
     ta._ONE_LOOP = False
     for ms, cfg in sorted(res)[:5]:
@@ -62,10 +65,12 @@ def main(argv=None):
         default = base(a.d, torch.bfloat16)
         f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
         sets = [dict(default)]
-        for kv_n, kv_m, kvw in ((128, 64, 8), (128, 32, 4), (64, 64, 4), (128, 128, 8)):
-            sets.append(dict(default, kv_n=kv_n, kv_m=kv_m, kv_warps=kvw))
-        for dq_m, dq_n, dqw in ((128, 32, 4), (128, 128, 8), (64, 64, 4), (128, 64, 4)):
-            sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw))
+        for kv_n, kv_m, kvw, kvs in ((128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
+                                     (64, 64, 4, 2), (128, 128, 8, 2)):
+            sets.append(dict(default, kv_n=kv_n, kv_m=kv_m, kv_warps=kvw, kv_stages=kvs))
+        for dq_m, dq_n, dqw, dqs in ((128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
+                                     (64, 64, 4, 2)):
+            sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw, dq_stages=dqs))
         for t in sets:
             ta._blocks = lambda *_, t=t: t  # noqa: E731
             try:
@@ -74,7 +79,8 @@ def main(argv=None):
             except Exception as e:
                 print(f"bwd {t} failed: {type(e).__name__}", flush=True)
                 continue
-            print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']}) dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']}) "
+            print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']},{t['kv_stages']}) "
+                  f"dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']},{t['dq_stages']}) "
                   f"{ms:.3f} ms {f_bwd / ms / 1e9:.0f} TFLOP/s", flush=True)
         ta._blocks = base
     if a.profile:

@@ -55,7 +55,9 @@ def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn,
     """Online softmax over band key blocks ``blk_lo <= t < blk_hi`` (keys ``key0 + t*BLOCK_N + ...``).
 
     ``MASKED`` blocks check the band edges and the sequence ends; the others load and multiply only.
-    Scores are in log2 units (``qk_scale`` holds 1/ln 2).
+    Scores stay raw until the exponent, where ``qk * qk_scale - m`` is one FMA per score
+    (``qk_scale`` holds 1/ln 2, so ``m_i`` and the exponents are in log2 units); the padding bias and
+    the edge mask are 0 / -inf, which scaling leaves unchanged.
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -68,7 +70,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn,
             kt = tl.load(k_ptrs, mask=k_in[None, :], other=0.0)
         else:
             kt = tl.load(k_ptrs)
-        qk = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N) fp32
+        qk = tl.dot(q, kt, input_precision=DOT_PREC)  # (BLOCK_M, BLOCK_N) fp32, unscaled
         if HAS_BIAS:  # key padding: 0 or -inf per key
             if MASKED:
                 qk += tl.load(kb_base + k_idx.to(tl.int64) * stride_bn, mask=k_in, other=float("-inf"))[None, :]
@@ -79,8 +81,8 @@ def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn,
             ok = (rel <= window) & (rel >= -window) & k_in[None, :]
             qk = tl.where(ok, qk, float("-inf"))
         # m_i starts at a finite -1e30, so a block with every key masked leaves it finite: no NaN.
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_ij[:, None])
+        m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
         alpha = tl.math.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
@@ -163,11 +165,11 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
         g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)  # -1: unused slot or padded token
         g_base = b64 * stride_gb + h64 * stride_gh
         kg = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
-        qk = tl.dot(q, kg, input_precision=DOT_PREC) * qk_scale
+        qk = tl.dot(q, kg, input_precision=DOT_PREC)
         ok = (g_pos[None, :] >= 0) & ~_global_in_band(r + DIL * q_idx, g_pos, window, DIL)
         qk = tl.where(ok, qk, float("-inf"))
-        m_i = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_i[:, None])
+        m_i = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_i[:, None])
         l_i = tl.sum(p, 1)
         vg = tl.load(VG + g_base + offs_g[:, None] * stride_gm + offs_d[None, :])  # (G_PAD, D)
         acc = tl.dot(p.to(vg.dtype), vg, acc, input_precision=DOT_PREC)
@@ -289,9 +291,10 @@ def _fwd_global_merge_kernel(PO, PL, GPOS, Out, Lse, n_chunks,
 
 
 @triton.jit(do_not_specialize=["N"])
-def _bwd_preprocess_kernel(O, DO, Delta, stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
+def _bwd_preprocess_kernel(O, DO, LSE, Delta, LSE2, stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
                            H, N, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """delta_i = sum_d dO_id * O_id  (fp32): the row term of the softmax gradient."""
+    """delta_i = sum_d dO_id * O_id (fp32), the row term of the softmax gradient, and the LSE in log2
+    units with +inf for rows that saw no key (their probabilities are then exactly 0)."""
     pid_m = tl.program_id(0)
     pid_z = tl.program_id(1)
     h = pid_z % H
@@ -304,7 +307,35 @@ def _bwd_preprocess_kernel(O, DO, Delta, stride_ob, stride_oh, stride_om, stride
                 mask=m_in[:, None], other=0.0).to(tl.float32)
     do = tl.load(DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + rows * stride_dm + offs_d[None, :],
                  mask=m_in[:, None], other=0.0).to(tl.float32)
-    tl.store(Delta + pid_z.to(tl.int64) * N + offs_m, tl.sum(o * do, 1), mask=m_in)
+    row = pid_z.to(tl.int64) * N + offs_m
+    tl.store(Delta + row, tl.sum(o * do, 1), mask=m_in)
+    lse = tl.load(LSE + row, mask=m_in, other=0.0)
+    tl.store(LSE2 + row, tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634), mask=m_in)
+
+
+@triton.jit(do_not_specialize=["N"])
+def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSE2, LSEG2, DeltaG, DOG, stride_pb, stride_db, stride_dh,
+                            stride_dm, H, N, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
+    """One (batch, head), after the preprocess: the global rows' log2 LSE (+inf on unused slots), delta
+    and dO gathered into compact (G_PAD,) / (G_PAD, D) rows, and +inf written over their band LSE
+    (a global row's gradient flows only through the global pass)."""
+    pid_z = tl.program_id(0)
+    b = (pid_z // H).to(tl.int64)
+    h = (pid_z % H).to(tl.int64)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    g_pos = tl.load(GPOS + b * stride_pb + offs_g)
+    ok = g_pos >= 0
+    rows = tl.where(ok, g_pos, 0).to(tl.int64)
+    row = pid_z.to(tl.int64) * N + rows
+    slot = pid_z.to(tl.int64) * G_PAD + offs_g
+    lse = tl.load(LSE + row, mask=ok, other=float("-inf"))
+    tl.store(LSEG2 + slot, tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634))
+    tl.store(DeltaG + slot, tl.load(Delta + row, mask=ok, other=0.0))
+    dog = tl.load(DO + b * stride_db + h * stride_dh + rows[:, None] * stride_dm + offs_d[None, :], mask=ok[:, None],
+                  other=0.0)
+    tl.store(DOG + slot[:, None] * HEAD_DIM + offs_d[None, :], dog)
+    tl.store(LSE2 + row, tl.zeros([G_PAD], dtype=tl.float32) + float("inf"), mask=ok)
 
 
 @triton.jit
@@ -333,10 +364,10 @@ def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, s
             do = tl.load(do_base + rows[:, None] * stride_dm + offs_d[None, :])
             lse2 = tl.load(lse2_base + rows * stride_lm)
             delta = tl.load(delta_base + rows * stride_lm)
-        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, BLOCK_M)
+        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # (BLOCK_N, BLOCK_M), unscaled
         if HAS_BIAS:
-            qkT += kbias[:, None]
-        pT = tl.math.exp2(qkT - lse2[None, :])
+            qkT += kbias[:, None]  # 0 / -inf: unchanged by the scale folded into the exponent's FMA
+        pT = tl.math.exp2(qkT * qk_scale - lse2[None, :])
         if MASKED:
             rel = k_idx[:, None] - q_idx[None, :]
             pT = tl.where((rel <= window) & (rel >= -window), pT, 0.0)
@@ -428,13 +459,13 @@ def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, stride
         else:
             kt = tl.load(k_base + rows[None, :] * stride_kn + offs_d[:, None])
             vt = tl.load(v_base + rows[None, :] * stride_vn + offs_d[:, None])
-        qk = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+        qk = tl.dot(q, kt, input_precision=DOT_PREC)  # unscaled: the scale is folded into the FMA below
         if HAS_BIAS:
             if MASKED:
                 qk += tl.load(kb_base + rows * stride_bn, mask=k_in, other=float("-inf"))[None, :]
             else:
                 qk += tl.load(kb_base + rows * stride_bn)[None, :]
-        p = tl.math.exp2(qk - lse2[:, None])
+        p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASKED:
             rel = k_idx[None, :] - q_idx[:, None]
             p = tl.where((rel <= window) & (rel >= -window) & k_in[None, :], p, 0.0)
@@ -638,56 +669,90 @@ def _reduce_partials_kernel(P, Dst, GPOS, n_chunks, stride_pb, scale, H, G, N,
                  mask=(offs_g < G)[:, None])
 
 
+@triton.jit
+def _gather_globals_kernel(IDX, KPM, Q, K, V, QGI, GPOS, QG, KG, VG,
+                           stride_ib, stride_mb, stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                           stride_vb, stride_vh, stride_vn, stride_xb, stride_xh, stride_xm, stride_pb,
+                           H, G, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, HAS_KPM: tl.constexpr,
+                           HAS_QGI: tl.constexpr):
+    """One (batch, head): the compact global tile. Positions GPOS (B, G_PAD) int32, -1 for unused
+    slots, -1 slots of IDX and padded tokens; KG, VG, QG (B, H, G_PAD, D) contiguous rows of K, V and Q
+    (or of QGI, the separate global projection) at those positions, zero where there is none."""
+    pid_z = tl.program_id(0)
+    b = (pid_z // H).to(tl.int64)
+    h = (pid_z % H).to(tl.int64)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_g = offs_g < G
+    idx = tl.load(IDX + b * stride_ib + offs_g, mask=in_g, other=-1).to(tl.int64)
+    has = idx >= 0
+    safe = tl.where(has, idx, 0)
+    valid = has
+    if HAS_KPM:
+        valid = valid & (tl.load(KPM + b * stride_mb + safe, mask=has, other=1) == 0)
+    if h == 0:
+        tl.store(GPOS + b * stride_pb + offs_g, tl.where(valid, idx, -1).to(tl.int32))
+    rows = safe[:, None]
+    tile = ((b * H + h) * G_PAD + offs_g[:, None]) * HEAD_DIM + offs_d[None, :]
+    kg = tl.load(K + b * stride_kb + h * stride_kh + rows * stride_kn + offs_d[None, :], mask=has[:, None], other=0.0)
+    vg = tl.load(V + b * stride_vb + h * stride_vh + rows * stride_vn + offs_d[None, :], mask=has[:, None], other=0.0)
+    tl.store(KG + tile, kg)
+    tl.store(VG + tile, vg)
+    if HAS_QGI:
+        qg = tl.load(QGI + b * stride_xb + h * stride_xh + offs_g[:, None] * stride_xm + offs_d[None, :],
+                     mask=in_g[:, None], other=0.0)
+    else:
+        qg = tl.load(Q + b * stride_qb + h * stride_qh + rows * stride_qm + offs_d[None, :], mask=has[:, None],
+                     other=0.0)
+    tl.store(QG + tile, qg)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Launch configurations
 # ---------------------------------------------------------------------------------------------
-# The forward band kernel is the one that matters for time. Its space is narrow on purpose: the band
-# is at most 2w+1 keys wide, so BLOCK_M beyond 128 wastes a growing triangle of masked scores
-# (BLOCK_M / (2w + 1) of the work), and BLOCK_M below 64 under-fills Hopper's 64-row wgmma. Each
-# config costs about a second of compile time, and the target is under 10 s per shape bucket.
-_FWD_CONFIGS = [  # the four fastest of a 40-config sweep at n=64k, d=64, w=256, G=16 (bench_tiles.py)
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-]
-
-
-def _prune_fwd(configs, named_args, **kwargs):
-    d = named_args["HEAD_DIM"] if "HEAD_DIM" in named_args else kwargs.get("HEAD_DIM", 64)
-    if named_args["Q"].dtype == torch.float32:
-        # fp32 on the GPU serves exactness checks, not speed: one small tile, so a new shape bucket
-        # compiles once (each fp32 config took about 20 s to compile on an H200) instead of four times.
-        return [c for c in configs if c.kwargs["BLOCK_M"] == 64 and c.kwargs["BLOCK_N"] == 32][:1] or configs[:1]
-    # d = 128 with 128 x 128 tiles and 3 stages overflows shared memory on some parts; keep the rest.
-    return [c for c in configs if not (d >= 128 and c.kwargs["BLOCK_N"] == 128)] or configs[:1]
-
-
-if _INTERPRET:
-    _fwd_band = _fwd_band_kernel
-else:
-    _fwd_band = triton.autotune(configs=_FWD_CONFIGS, key=["HEAD_DIM", "G_PAD", "HAS_BIAS", "DIL"],
-                                prune_configs_by={"early_config_prune": _prune_fwd})(_fwd_band_kernel)
-
-
-_FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner
+# The forward band kernel is the one that matters for time. Its tiles are fixed per head dim and
+# dtype rather than autotuned: each configuration costs seconds of compile time on a new shape bucket
+# (four autotuned configurations made the first call 10-15 s against a 10 s target), and the best
+# tile does not depend on n, G or dilation (kernels/bench_tiles.py sweeps them; docs/kernels.md has the
+# figures). BLOCK_M beyond 128 wastes a growing triangle of masked scores (BLOCK_M / (2w + 1) of the
+# work) and BLOCK_M below 64 under-fills Hopper's 64-row wgmma.
+_FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages): kernels/bench_tiles.py
 _ONE_LOOP = False  # True: mask every band block in one loop (kernels/bench_tiles.py compares)
 
 
 def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
-    """Fixed tiles of the kernels that are not autotuned (the backward ones are not, because two of
-    them add into their outputs and an autotuner's repeated runs would add twice).
+    """The kernels' tiles (the backward ones could not be autotuned anyway: two kernels add into their
+    outputs, and an autotuner's repeated runs would add twice).
 
-    fwd_m/fwd_n: forward tiles when the autotuner is bypassed; kv_n/kv_m: the dK/dV kernel's key
-    block and query step; dq_m/dq_n: the dQ kernel's query block and key step. A 64-row tile gets 4
-    warps: one Hopper warpgroup per 64 rows (with 8 warps on a 64-row dQ tile, Triton 3.6 on the H100 made
-    a kernel that faulted with an illegal address; 4 warps run correctly).
+    fwd_m/fwd_n/fwd_warps/fwd_stages: the forward band kernel's query block, key step, warps and
+    pipeline stages (the fastest of kernels/bench_tiles.py's sweep on an H100 at each head dim, bf16,
+    G = 16: docs/kernels.md); kv_n/kv_m: the dK/dV kernel's key block and query step; dq_m/dq_n: the
+    dQ kernel's query block and key step. A 64-row tile gets 4 warps: one Hopper warpgroup per 64 rows
+    (with 8 warps on a 64-row dQ tile, Triton 3.6 on the H100 made a kernel that faulted with an
+    illegal address; 4 warps run correctly).
     """
     if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w
-        return dict(fwd_m=16, fwd_n=16, kv_n=16, kv_m=16, kv_warps=4, dq_m=16, dq_n=16, dq_warps=4, glob=16)
-    if head_dim >= 128 or dtype == torch.float32:  # twice the bytes per tile: halve the tiles
-        return dict(fwd_m=128, fwd_n=64, kv_n=64, kv_m=32, kv_warps=4, dq_m=64, dq_n=32, dq_warps=4, glob=64)
-    return dict(fwd_m=128, fwd_n=64, kv_n=128, kv_m=64, kv_warps=8, dq_m=128, dq_n=32, dq_warps=4, glob=64)
+        return dict(fwd_m=16, fwd_n=16, fwd_warps=4, fwd_stages=2, kv_n=16, kv_m=16, kv_warps=4, kv_stages=1,
+                    dq_m=16, dq_n=16, dq_warps=4, dq_stages=1, glob=16)
+    if dtype == torch.float32:
+        # fp32 on the GPU serves exactness checks, not speed: small tiles, quick to compile (an fp32
+        # forward configuration took about 20 s to compile on an H200).
+        return dict(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2, kv_n=64, kv_m=32, kv_warps=4, kv_stages=3,
+                    dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+    if head_dim >= 128:  # twice the bytes per tile: halve the backward tiles
+        return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, kv_n=64, kv_m=32, kv_warps=4, kv_stages=3,
+                    dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+    fwd = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3) if head_dim == 64 else \
+        dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2)  # d = 16, 32
+    return dict(fwd, kv_n=128, kv_m=64, kv_warps=8, kv_stages=3, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+
+
+def _fwd_tiles(head_dim: int, dtype: torch.dtype) -> tuple:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward band kernel."""
+    if _FWD_OVERRIDE is not None:
+        return tuple(_FWD_OVERRIDE)
+    t = _blocks(head_dim, dtype)
+    return t["fwd_m"], t["fwd_n"], t["fwd_warps"], t["fwd_stages"]
 
 
 def _chunk(n: int, block: int, programs_per_head: int = 64) -> int:
@@ -707,38 +772,40 @@ def _dot_precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 def _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv):
     """Compact global tile (B, H, G_PAD, D), positions (B, G_PAD) int32 (-1 unused or padded) and the
-    global-row operands. G_PAD is the next power of two >= 16 (the smallest tl.dot)."""
+    global-row operands, built by one gather kernel (torch gathers and slice writes took about a dozen
+    launches, which showed in the host time of every call). G_PAD is the next power of two >= 16 (the
+    smallest tl.dot)."""
     B, H, N, D = q.shape
     G = 0 if global_idx is None else global_idx.shape[1]
     if G == 0:
         return 0, None, None, None, None, None, None
     g_pad = max(16, triton.next_power_of_2(G))
-    idx = global_idx.to(device=q.device, dtype=torch.long)
-    valid = idx >= 0
-    safe = idx.clamp(min=0)
-    if key_padding_mask is not None:
-        valid = valid & ~torch.gather(key_padding_mask.to(q.device, torch.bool), 1, safe)
-    gpos = torch.full((B, g_pad), -1, dtype=torch.int32, device=q.device)
-    gpos[:, :G] = torch.where(valid, idx, -1).to(torch.int32)
-    gather = safe[:, None, :, None].expand(B, H, G, D)
-    kg = q.new_zeros(B, H, g_pad, D)
-    vg = q.new_zeros(B, H, g_pad, D)
-    kg[:, :, :G] = torch.gather(k, 2, gather)
-    vg[:, :, :G] = torch.gather(v, 2, gather)
-    qg = q.new_zeros(B, H, g_pad, D)
-    if global_qkv is not None:
-        qg[:, :, :G] = global_qkv[0]
-        kG, vG = global_qkv[1], global_qkv[2]
-    else:
-        qg[:, :, :G] = torch.gather(q, 2, gather)
-        kG, vG = k, v
+    idx = global_idx if global_idx.stride(-1) == 1 else global_idx.contiguous()
+    kpm = None if key_padding_mask is None else key_padding_mask.contiguous().view(torch.uint8)
+    qgi = None if global_qkv is None else _lastdim_contig(global_qkv[0])
+    gpos = torch.empty(B, g_pad, dtype=torch.int32, device=q.device)
+    kg, vg, qg = (q.new_empty(B, H, g_pad, D) for _ in range(3))
+    _gather_globals_kernel[(B * H,)](
+        idx, kpm if kpm is not None else gpos, q, k, v, qgi if qgi is not None else q, gpos, qg, kg, vg,
+        idx.stride(0), kpm.stride(0) if kpm is not None else 0, q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        qgi.stride(0) if qgi is not None else 0, qgi.stride(1) if qgi is not None else 0,
+        qgi.stride(2) if qgi is not None else 0, gpos.stride(0),
+        H, G, HEAD_DIM=D, G_PAD=g_pad, HAS_KPM=kpm is not None, HAS_QGI=qgi is not None, num_warps=4)
+    kG, vG = (global_qkv[1], global_qkv[2]) if global_qkv is not None else (k, v)
     return g_pad, gpos, kg, vg, qg, kG, vG
 
 
+_NO_BIAS: dict = {}
+
+
 def _key_bias(q, key_padding_mask):
-    """(B, N) fp32 additive key bias, 0 or -inf; a 1-element dummy when there is no padding."""
+    """(B, N) fp32 additive key bias, 0 or -inf; a cached 1-element dummy when there is no padding."""
     if key_padding_mask is None:
-        return torch.zeros(1, 1, dtype=torch.float32, device=q.device), False
+        dummy = _NO_BIAS.get(q.device)
+        if dummy is None:
+            dummy = _NO_BIAS[q.device] = torch.zeros(1, 1, dtype=torch.float32, device=q.device)
+        return dummy, False
     kpm = key_padding_mask.to(device=q.device, dtype=torch.bool)
     return torch.zeros(kpm.shape, dtype=torch.float32, device=q.device).masked_fill(kpm, float("-inf")), True
 
@@ -797,8 +864,7 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
     prec = _dot_precision(q.dtype)
     dummy = kb
     n_r_max = -(-N // dilation)
-    t = _blocks(D, q.dtype)
-    bm, bn, warps, stages = t["fwd_m"], t["fwd_n"], 4, 2  # the interpreter ignores warps and stages
+    bm, bn, warps, stages = _fwd_tiles(D, q.dtype)
     args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -806,16 +872,11 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
             kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
             gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
             H, N, window, qk_scale)
-    meta = dict(DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, ONE_LOOP=_ONE_LOOP)
-    if _INTERPRET or _FWD_OVERRIDE is not None:  # fixed tiles (the interpreter; kernels/bench_tiles.py)
-        if _FWD_OVERRIDE is not None:
-            bm, bn, warps, stages = _FWD_OVERRIDE
-        grid = (triton.cdiv(n_r_max, bm), B * H * dilation)
-        extra = {} if _INTERPRET else {"num_stages": stages}
-        _fwd_band_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, **extra)
-    else:
-        grid = lambda m: (triton.cdiv(n_r_max, m["BLOCK_M"]), B * H * dilation)  # noqa: E731
-        _fwd_band[grid](*args, **meta)
+    grid = (triton.cdiv(n_r_max, bm), B * H * dilation)
+    extra = {} if _INTERPRET else {"num_warps": warps, "num_stages": stages}  # the interpreter ignores both
+    _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
+                           ONE_LOOP=_ONE_LOOP, BLOCK_M=bm, BLOCK_N=bn,
+                           **extra)
 
 
 @torch.no_grad()
@@ -869,18 +930,21 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     prec = _dot_precision(q.dtype)
     t = _blocks(D, q.dtype)
 
+    # delta, and the log2-unit LSE with +inf where a row must contribute nothing through the band and
+    # the tile (rows that saw no key, and global rows, whose gradient flows only through the global pass)
+    lse = lse.contiguous()
     delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
+    lse2 = torch.empty_like(delta)
     _bwd_preprocess_kernel[(triton.cdiv(N, 128), B * H)](
-        out, do, delta, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        H, N, HEAD_DIM=D, BLOCK_M=128, num_warps=4)
-    # log2-unit LSE for the band and the tile: +inf where a row must contribute nothing there
-    # (rows that saw no key, and global rows, whose gradient flows only through the global pass).
-    lse2 = torch.where(torch.isneginf(lse), torch.inf, lse * LOG2E).contiguous()
+        out, do, lse, delta, lse2, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1),
+        do.stride(2), H, N, HEAD_DIM=D, BLOCK_M=128, num_warps=4)
     if g_pad:
-        rows = torch.where(gpos >= 0, gpos.long(), N)  # (B, G_PAD); N: a discarded column
-        lse2 = torch.cat([lse2, lse2.new_zeros(B, H, 1)], dim=2)
-        lse2.scatter_(2, rows[:, None, :].expand(B, H, g_pad), torch.inf)
-        lse2 = lse2[:, :, :N].contiguous()
+        lse_g2 = torch.empty(B, H, g_pad, dtype=torch.float32, device=q.device)
+        delta_g = torch.empty_like(lse_g2)
+        dog = do.new_empty(B, H, g_pad, D)
+        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse2, lse_g2, delta_g, dog, gpos.stride(0),
+                                          do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
+                                          num_warps=4)
 
     n_r_max = -(-N // dilation)
     _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, t["kv_n"]), B * H * dilation)](
@@ -889,7 +953,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kb.stride(0) if has_bias else 0, H, N, window, qk_scale, scale,
         DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_BIAS=has_bias, DOT_PREC=prec,
-        num_warps=t["kv_warps"])
+        num_warps=t["kv_warps"], num_stages=t["kv_stages"])
     dummy = kb
     _bwd_dq_band_kernel[(triton.cdiv(n_r_max, t["dq_m"]), B * H * dilation)](
         q, k, v, do, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
@@ -899,7 +963,8 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
         gpos.stride(0) if g_pad else 0,
         H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
-        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=t["dq_warps"])
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=t["dq_warps"],
+        num_stages=t["dq_stages"])
 
     if g_pad:
         chunk = _chunk(N, t["glob"])
@@ -916,11 +981,6 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         _reduce_rows(pdk, dk, gpos, n_chunks, scale, B, H, N, D, g_pad)
         _reduce_rows(pdv, dv, gpos, n_chunks, 1.0, B, H, N, D, g_pad)
         # (2) the global rows: dK/dV over the whole sequence and dQ_g, per chunk of keys
-        lse_g = torch.gather(lse, 2, gpos.clamp(min=0).long()[:, None, :].expand(B, H, g_pad))
-        lse_g2 = torch.where((gpos[:, None, :] >= 0) & ~torch.isneginf(lse_g), lse_g * LOG2E, torch.inf).contiguous()
-        gidx = gpos.clamp(min=0).long()[:, None, :, None].expand(B, H, g_pad, D)
-        dog = torch.gather(do, 2, gidx).contiguous()  # (B, H, G_PAD, D)
-        delta_g = torch.gather(delta, 2, gpos.clamp(min=0).long()[:, None, :].expand(B, H, g_pad)).contiguous()
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
         accum = global_qkv is None
         dK_dst, dV_dst = (dk, dv) if accum else (dkG, dvG)
@@ -1051,8 +1111,12 @@ def local_global_attention_triton(q, k, v, *, window, dilation=1, global_idx=Non
         q_g, k_g, v_g = (t.to(q.dtype) for t in (q_g, k_g, v_g))
     if key_padding_mask is not None:
         key_padding_mask = key_padding_mask.to(device=q.device, dtype=torch.bool)
-    out, lse = LocalGlobalAttention.apply(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g,
-                                          int(window), int(dilation), scale)
+    graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, q_g, k_g, v_g))
+    if graph or torch.compiler.is_compiling():
+        out, lse = LocalGlobalAttention.apply(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g,
+                                              int(window), int(dilation), scale)
+    else:  # inference: straight to the launcher (the custom op and autograd dispatch cost host time)
+        out, lse = _fwd(q, k, v, global_idx, key_padding_mask, q_g, k_g, v_g, int(window), int(dilation), scale)
     return (out, lse) if return_lse else out
 
 
