@@ -742,9 +742,11 @@ def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
     if head_dim >= 128:  # twice the bytes per tile: halve the backward tiles
         return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, kv_n=64, kv_m=32, kv_warps=4, kv_stages=3,
                     dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
-    fwd = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3) if head_dim == 64 else \
-        dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2)  # d = 16, 32
-    return dict(fwd, kv_n=128, kv_m=64, kv_warps=8, kv_stages=3, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+    if head_dim == 64:
+        tiles = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, kv_n=64, kv_m=64, kv_warps=4, kv_stages=2)
+    else:  # d = 16, 32
+        tiles = dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, kv_n=128, kv_m=32, kv_warps=4, kv_stages=3)
+    return dict(tiles, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
 
 
 def _fwd_tiles(head_dim: int, dtype: torch.dtype) -> tuple:
