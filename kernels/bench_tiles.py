@@ -23,12 +23,17 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--w", type=int, default=256)
     p.add_argument("--bwd", action="store_true")
+    p.add_argument("--packed", action="store_true",
+                   help="q, k, v as head views of one (1, n, 3, H, d) projection, as the encoder holds them")
     p.add_argument("--fwd-configs", default="",
                    help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
     a = p.parse_args(argv)
     q, k, v, gidx = make_inputs(a.n, a.d, a.G)
+    if a.packed:
+        qkv = torch.stack([t.transpose(1, 2) for t in (q, k, v)], 2).contiguous()  # (1, n, 3, H, d)
+        q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
     f = useful_flops(a.n, a.d, a.w, a.G, H=HEADS)
     print(f"# n={a.n} d={a.d} w={a.w} G={a.G}: forward tiles (BLOCK_M, BLOCK_N, warps, stages)",
           flush=True)
