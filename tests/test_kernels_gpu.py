@@ -65,6 +65,8 @@ CASES = [
     (1, 2, 8_192, 64, 128, 1, 16, True, True, False, torch.float32, True),
     (1, 1, 300, 64, 256, 1, 0, False, False, False, torch.bfloat16, True),  # n < 2w + 1
     (1, 2, 1_048_576, 64, 256, 1, 16, True, False, False, torch.bfloat16, False),
+    (2, 3, 10_007, 16, 64, 1, 5, True, True, False, torch.bfloat16, True),  # d = 16: the d = 32 tiles
+    (1, 2, 9_000, 32, 256, 3, 3, True, True, False, torch.float16, True),  # d = 32 tiles, fp16, dilation 3
 ]
 
 
@@ -132,3 +134,24 @@ def test_global_rows_partial_matches_torch_path(dtype):
                                        key_padding_mask=~valid.cuda(), scale=0.125)
     tol_o, tol_l, _ = TOL[dtype]
     assert rel_err(out.cpu(), ref_o) < tol_o and rel_err(lse.cpu(), ref_l) < tol_l
+
+
+@pytest.mark.parametrize("D", [32, 64])
+def test_band_with_tile_on_gpu(D):
+    """The sharded encoder's band entry on CUDA (the tile handed to the band kernel, bf16) against the
+    same function composed from the float64 reference (a gap of padded rows, the tile as globals)."""
+    from longdoc.kernels import band_with_tile
+
+    g = torch.Generator(device="cuda").manual_seed(int.from_bytes(__import__("os").urandom(4), "little"))
+    B, H, L, S, w = 2, 3, 20_011, 5, 256
+    q, k, v = (torch.randn(B, H, L, D, device="cuda", generator=g).bfloat16() for _ in range(3))
+    tk, tv = (torch.randn(B, H, S, D, device="cuda", generator=g).bfloat16() for _ in range(2))
+    valid = torch.ones(B, S, dtype=torch.bool, device="cuda")
+    valid[1, 3:] = False
+    pad = torch.zeros(B, L, dtype=torch.bool, device="cuda")
+    pad[1, L - 999:] = True
+    with torch.no_grad():
+        out = band_with_tile(q, k, v, tk, tv, valid, window=w, key_padding_mask=pad)
+        ref = band_with_tile(*(t.double() for t in (q, k, v, tk, tv)), valid, window=w, key_padding_mask=pad)
+    assert out.dtype == torch.bfloat16
+    assert rel_err(out, ref) < TOL[torch.bfloat16][0]
