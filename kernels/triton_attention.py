@@ -122,34 +122,13 @@ def _global_in_band(q_pos, g_pos, window, DIL):
 # ---------------------------------------------------------------------------------------------
 # 2. Kernels
 # ---------------------------------------------------------------------------------------------
-@triton.jit(do_not_specialize=["N", "window"])
-def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
-                     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
-                     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                     stride_bb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
-                     H, N, window, qk_scale, DIL: tl.constexpr,
-                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
-                     ONE_LOOP: tl.constexpr = False):
-    """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band."""
-    pid_m = tl.program_id(0)
-    pid_z = tl.program_id(1)  # (b * H + h) * DIL + r
-    r = pid_z % DIL
-    h = (pid_z // DIL) % H
-    b = pid_z // (DIL * H)
-    n_r = (N - r + DIL - 1) // DIL  # rows of residue class r
-    m0 = pid_m * BLOCK_M
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    r64 = r.to(tl.int64)
-    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
-    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
-    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
-    kb_base = KB + b64 * stride_bb + r64
-    sq = stride_qm * DIL  # row strides of the stride-DIL view
-    sk = stride_kn * DIL
-    sv = stride_vn * DIL
-
+@triton.jit
+def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, sv, so, KG, VG, GPOS, g_base, g_pos_base,
+                   stride_gm, n_r, r, window, qk_scale, DIL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   DOT_PREC: tl.constexpr, ONE_LOOP: tl.constexpr):
+    """Rows m0 .. m0 + BLOCK_M of one (batch, head, residue) view: the global tile, then the band;
+    stores their output and LSE."""
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     q_idx = m0 + offs_m
@@ -162,8 +141,7 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
 
     if G_PAD > 0:  # the compact global tile, visited once
         offs_g = tl.arange(0, G_PAD)
-        g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)  # -1: unused slot or padded token
-        g_base = b64 * stride_gb + h64 * stride_gh
+        g_pos = tl.load(GPOS + g_pos_base + offs_g)  # -1: unused slot or padded token
         kg = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
         qk = tl.dot(q, kg, input_precision=DOT_PREC)
         ok = (g_pos[None, :] >= 0) & ~_global_in_band(r + DIL * q_idx, g_pos, window, DIL)
@@ -194,11 +172,69 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse,
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)  # ln 2
-    o_base = Out + b64 * stride_ob + h64 * stride_oh + r64 * stride_om
-    tl.store(o_base + q_idx.to(tl.int64)[:, None] * (stride_om * DIL) + offs_d[None, :],
-             out.to(Out.dtype.element_ty), mask=q_in[:, None])
-    l_base = Lse + b64 * stride_lb + h64 * stride_lh + r64
+    tl.store(o_base + q_idx.to(tl.int64)[:, None] * so + offs_d[None, :], out.to(o_base.dtype.element_ty),
+             mask=q_in[:, None])
     tl.store(l_base + q_idx.to(tl.int64) * DIL, lse, mask=q_in)
+
+
+@triton.jit(do_not_specialize=["N", "window"])
+def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
+                     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+                     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
+                     stride_bb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
+                     H, N, window, qk_scale, DIL: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
+                     FUSE_G: tl.constexpr = False, ONE_LOOP: tl.constexpr = False):
+    """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band.
+
+    ``FUSE_G`` (short sequences, where the launches of a separate pass cost more than its work): the
+    block's own keys also feed the global rows (``QG``, the compact global queries), stored as a
+    normalised partial and log2 LSE in ``PO``, ``PL`` (chunk r * programs + pid_m of (b, h)) for the
+    log-sum-exp merge."""
+    pid_m = tl.program_id(0)
+    pid_z = tl.program_id(1)  # (b * H + h) * DIL + r
+    r = pid_z % DIL
+    h = (pid_z // DIL) % H
+    b = pid_z // (DIL * H)
+    n_r = (N - r + DIL - 1) // DIL  # rows of residue class r
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    r64 = r.to(tl.int64)
+    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
+    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
+    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
+    kb_base = KB + b64 * stride_bb + r64
+    sk = stride_kn * DIL  # row strides of the stride-DIL view
+    sv = stride_vn * DIL
+    _fwd_row_block(pid_m * BLOCK_M, q_base, k_base, v_base, kb_base,
+                   Out + b64 * stride_ob + h64 * stride_oh + r64 * stride_om,
+                   Lse + b64 * stride_lb + h64 * stride_lh + r64, stride_qm * DIL, sk, sv, stride_om * DIL,
+                   KG, VG, GPOS, b64 * stride_gb + h64 * stride_gh, b64 * stride_pb, stride_gm, n_r, r, window,
+                   qk_scale, DIL, HEAD_DIM, BLOCK_M, BLOCK_N, G_PAD, HAS_BIAS, DOT_PREC, ONE_LOOP)
+    if FUSE_G:
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, HEAD_DIM)
+        bh = b64 * H + h64
+        gsl = offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+        qg = tl.load(QG + bh * (G_PAD * HEAD_DIM) + gsl)  # (G_PAD, D), contiguous tile
+        k_idx = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # this block's own keys (L2-warm: the band read them)
+        k_in = k_idx < n_r
+        kt = tl.load(k_base + k_idx.to(tl.int64)[None, :] * sk + offs_d[:, None], mask=k_in[None, :], other=0.0)
+        s = tl.dot(qg, kt, input_precision=DOT_PREC)  # (G_PAD, BLOCK_M), unscaled
+        if HAS_BIAS:
+            s += tl.load(kb_base + k_idx.to(tl.int64) * DIL, mask=k_in, other=float("-inf"))[None, :]
+        s = tl.where(k_in[None, :], s, float("-inf"))
+        m_g = tl.maximum(tl.max(s, 1) * qk_scale, -1.0e30)  # finite: a block with no key gives l_g = 0
+        p = tl.math.exp2(s * qk_scale - m_g[:, None])
+        l_g = tl.sum(p, 1)
+        v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * sv + offs_d[None, :], mask=k_in[:, None], other=0.0)
+        acc_g = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        empty = l_g == 0.0
+        l_safe = tl.where(empty, 1.0, l_g)
+        chunk = (bh * DIL + r64) * tl.num_programs(0) + pid_m
+        tl.store(PO + chunk * (G_PAD * HEAD_DIM) + gsl, acc_g / l_safe[:, None])
+        tl.store(PL + chunk * G_PAD + offs_g, tl.where(empty, float("-inf"), m_g + tl.math.log2(l_safe)))
 
 
 @triton.jit(do_not_specialize=["N", "chunk"])
@@ -379,18 +415,21 @@ def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, s
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
+def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, DeltaG,
                           stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
                           stride_bb, H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
-    """One program: BLOCK_N keys of one (batch, head, residue); walks the query blocks of their band.
+                          HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr):
+    """One program: BLOCK_N keys of one (batch, head, residue); walks the query blocks of their band,
+    then (``G_PAD`` > 0) the global rows, which see every key.
 
     The band is symmetric, so the query blocks of key block n0 are laid out exactly like the key
     blocks of a query block in the forward pass (with BLOCK_M and BLOCK_N swapped). ``LSE2`` is the
     log2-unit LSE with +inf on rows that must not contribute through the band (global rows, rows
-    that saw nothing), which makes their probabilities exactly 0 with no row mask.
+    that saw nothing), which makes their probabilities exactly 0 with no row mask. The global rows
+    come as compact (B, H, G_PAD, ...) tiles: queries ``QG``, ``DOG``, log2 LSE ``LSEG2`` (+inf on
+    unused slots) and ``DeltaG``; adding them here saves a second pass that read and rewrote dK, dV.
     dK/dV are contiguous (B, H, N, D) like the fp32 row statistics (B, H, N).
     """
     pid_n = tl.program_id(0)
@@ -437,6 +476,21 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV,
                                  n_r, window, qk_scale, t_lo, t_hi, row0, HEAD_DIM, BLOCK_M, False, HAS_BIAS, DOT_PREC)
         dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
                                  n_r, window, qk_scale, t_hi, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+    if G_PAD > 0:  # the global rows: no band, every key (keys past the end only touch unstored rows)
+        offs_g = tl.arange(0, G_PAD)
+        gsl = bh * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+        qg = tl.load(QG + gsl)
+        dog = tl.load(DOG + gsl)
+        lse_g = tl.load(LSEG2 + bh * G_PAD + offs_g)
+        delta_g = tl.load(DeltaG + bh * G_PAD + offs_g)
+        qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC)  # (BLOCK_N, G_PAD), unscaled
+        if HAS_BIAS:
+            qkT += kbias[:, None]
+        pT = tl.math.exp2(qkT * qk_scale - lse_g[None, :])
+        dv = tl.dot(pT.to(dog.dtype), dog, dv, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta_g[None, :])
+        dk = tl.dot(dsT.to(qg.dtype), qg, dk, input_precision=DOT_PREC)
     out_rows = (bh * N + r64 + k_idx.to(tl.int64) * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
     tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
@@ -595,9 +649,10 @@ def _bwd_global_rows_kernel(QG, K, V, DOG, KB, LSEG2, DeltaG, DK, DV, PDQ,
                             stride_vb, stride_vh, stride_vn, stride_bb,
                             H, N, chunk, qk_scale, sm_scale,
                             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, ACCUM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Gradients through the global rows, for one chunk of keys: dK/dV of those keys (added to the
-    band's when the global rows share k, v; ``ACCUM``) and a partial dQ of the global rows."""
+                            HAS_BIAS: tl.constexpr, DKDV: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Gradients through the global rows, for one chunk of keys: a partial dQ of the global rows and,
+    with ``DKDV`` (separate global projections, whose keys are not the band's), dK/dV of those keys.
+    When the global rows share k, v, the dK/dV band kernel adds their dK/dV itself."""
     pid_c = tl.program_id(0)
     pid_z = tl.program_id(1)
     h = pid_z % H
@@ -623,21 +678,19 @@ def _bwd_global_rows_kernel(QG, K, V, DOG, KB, LSEG2, DeltaG, DK, DV, PDQ,
         rows = k_idx.to(tl.int64)
         k = tl.load(k_base + rows[:, None] * stride_kn + offs_d[None, :], mask=k_in[:, None], other=0.0)
         v = tl.load(v_base + rows[:, None] * stride_vn + offs_d[None, :], mask=k_in[:, None], other=0.0)
-        qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC) * qk_scale  # (BLOCK_N, G_PAD)
+        qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC)  # (BLOCK_N, G_PAD), unscaled
         if HAS_BIAS:
             qkT += tl.load(KB + b64 * stride_bb + rows, mask=k_in, other=float("-inf"))[:, None]
-        pT = tl.where(k_in[:, None], tl.math.exp2(qkT - lse2[None, :]), 0.0)
-        dv = tl.dot(pT.to(dog.dtype), dog, input_precision=DOT_PREC)
+        pT = tl.where(k_in[:, None], tl.math.exp2(qkT * qk_scale - lse2[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
         dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(qg.dtype), qg, input_precision=DOT_PREC) * sm_scale
         dqg = tl.dot(tl.trans(dsT.to(k.dtype)), k, dqg, input_precision=DOT_PREC)
-        out_rows = (bh * N + rows)[:, None] * HEAD_DIM + offs_d[None, :]
-        if ACCUM:  # the same program is the only writer of these rows in this launch
-            dk += tl.load(DK + out_rows, mask=k_in[:, None], other=0.0).to(tl.float32)
-            dv += tl.load(DV + out_rows, mask=k_in[:, None], other=0.0).to(tl.float32)
-        tl.store(DK + out_rows, dk.to(DK.dtype.element_ty), mask=k_in[:, None])
-        tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
+        if DKDV:
+            dv = tl.dot(pT.to(dog.dtype), dog, input_precision=DOT_PREC)
+            dk = tl.dot(dsT.to(qg.dtype), qg, input_precision=DOT_PREC) * sm_scale
+            out_rows = (bh * N + rows)[:, None] * HEAD_DIM + offs_d[None, :]
+            tl.store(DK + out_rows, dk.to(DK.dtype.element_ty), mask=k_in[:, None])
+            tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
     part = (bh * tl.num_programs(0) + pid_c) * (G_PAD * HEAD_DIM) + gsl
     tl.store(PDQ + part, dqg)
 
@@ -847,9 +900,11 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
         return out, lse
     g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
     kb, has_bias = _key_bias(q, key_padding_mask)
-    _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale)
+    # global rows that share k, v ride along the band kernel; separate projections need their own pass
+    parts = _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
+                       qg=qg if g_pad and global_qkv is None else None)
     if g_pad:
-        po, pl = _global_rows_pass(qg, kG, vG, kb, has_bias, scale * LOG2E)
+        po, pl = parts if parts is not None else _global_rows_pass(qg, kG, vG, kb, has_bias, scale * LOG2E)
         n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -858,27 +913,43 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     return out, lse
 
 
-def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale):
+# Fold the global rows into the band kernel up to this many row blocks per head. Under the interpreter
+# (16-row tiles) 6 splits the CPU tests' shapes between the fused path and the separate pass.
+_FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
+
+
+def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
     """The forward band kernel (with the compact tile kg, vg at positions gpos when g_pad > 0) into
-    out (B, H, N, D) and lse (B, H, N)."""
+    out (B, H, N, D) and lse (B, H, N). With qg (the global rows' queries, when they share k, v) the
+    kernel also returns their per-block partials (po, pl) for the merge when the sequence is short
+    (at most _FUSE_MAX_CHUNKS row blocks per head: the merge walks them in order); else None, and the
+    caller runs the separate global-rows pass. (Longer sequences folded into fewer, longer programs
+    ran slower on an H100 than the separate pass: docs/kernels.md.)"""
     B, H, N, D = q.shape
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
     dummy = kb
     n_r_max = -(-N // dilation)
     bm, bn, warps, stages = _fwd_tiles(D, q.dtype)
+    n_mblk = triton.cdiv(n_r_max, bm)
+    fuse = qg is not None and dilation * n_mblk <= _FUSE_MAX_CHUNKS
+    po = pl = dummy
+    if fuse:
+        po = torch.empty(B, H, dilation * n_mblk, g_pad, D, dtype=torch.float32, device=q.device)
+        pl = torch.empty(B, H, dilation * n_mblk, g_pad, dtype=torch.float32, device=q.device)
     args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
+            qg if fuse else dummy, po, pl,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             kb.stride(0) if has_bias else 0,
             kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
             gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
             H, N, window, qk_scale)
-    grid = (triton.cdiv(n_r_max, bm), B * H * dilation)
+    grid = (n_mblk, B * H * dilation)
     extra = {} if _INTERPRET else {"num_warps": warps, "num_stages": stages}  # the interpreter ignores both
     _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
-                           ONE_LOOP=_ONE_LOOP, BLOCK_M=bm, BLOCK_N=bn,
-                           **extra)
+                           FUSE_G=fuse, ONE_LOOP=_ONE_LOOP, BLOCK_M=bm, BLOCK_N=bn, **extra)
+    return (po, pl) if fuse else None
 
 
 @torch.no_grad()
@@ -948,14 +1019,16 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
                                           do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
                                           num_warps=4)
 
+    # global rows that share k, v add their dK/dV inside the band kernel; separate projections cannot
+    fuse = g_pad and global_qkv is None
     n_r_max = -(-N // dilation)
     _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, t["kv_n"]), B * H * dilation)](
-        q, k, v, do, kb, lse2, delta, dk, dv,
+        q, k, v, do, kb, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kb,) * 4),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kb.stride(0) if has_bias else 0, H, N, window, qk_scale, scale,
         DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_BIAS=has_bias, DOT_PREC=prec,
-        num_warps=t["kv_warps"], num_stages=t["kv_stages"])
+        G_PAD=g_pad if fuse else 0, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
     dummy = kb
     _bwd_dq_band_kernel[(triton.cdiv(n_r_max, t["dq_m"]), B * H * dilation)](
         q, k, v, do, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
@@ -982,18 +1055,16 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
             num_warps=4)
         _reduce_rows(pdk, dk, gpos, n_chunks, scale, B, H, N, D, g_pad)
         _reduce_rows(pdv, dv, gpos, n_chunks, 1.0, B, H, N, D, g_pad)
-        # (2) the global rows: dK/dV over the whole sequence and dQ_g, per chunk of keys
+        # (2) the global rows: dQ_g per chunk of keys (and, for separate projections, dK_G / dV_G)
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
-        accum = global_qkv is None
-        dK_dst, dV_dst = (dk, dv) if accum else (dkG, dvG)
         pdq = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
         _bwd_global_rows_kernel[(n_chunks, B * H)](
-            qg, kG, vG, dog, kb, lse_g2, delta_g, dK_dst, dV_dst, pdq,
+            qg, kG, vG, dog, kb, lse_g2, delta_g, kb if fuse else dkG, kb if fuse else dvG, pdq,
             qg.stride(0), qg.stride(1), qg.stride(2), kG.stride(0), kG.stride(1), kG.stride(2),
             vG.stride(0), vG.stride(1), vG.stride(2), kb.stride(0) if has_bias else 0,
             H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias,
-            ACCUM=accum, DOT_PREC=prec, num_warps=4)
-        if accum:
+            DKDV=not fuse, DOT_PREC=prec, num_warps=4)
+        if fuse:
             _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)
         else:
             _reduce_partials_kernel[(B * H,)](pdq, dqg, gpos, n_chunks, gpos.stride(0), scale, H, G, N,

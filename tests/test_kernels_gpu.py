@@ -66,6 +66,8 @@ CASES = [
     (1, 1, 300, 64, 256, 1, 0, False, False, False, torch.bfloat16, True),  # n < 2w + 1
     (1, 2, 1_048_576, 64, 256, 1, 16, True, False, False, torch.bfloat16, False),
     (2, 3, 10_007, 16, 64, 1, 5, True, True, False, torch.bfloat16, True),  # d = 16: the d = 32 tiles
+    # short: the forward folds the global rows into the band kernel (at most 64 row blocks per head)
+    (2, 3, 4_000, 64, 256, 2, 16, True, True, False, torch.bfloat16, True),
     (1, 2, 9_000, 32, 256, 3, 3, True, True, False, torch.float16, True),  # d = 32 tiles, fp16, dilation 3
 ]
 
@@ -155,3 +157,25 @@ def test_band_with_tile_on_gpu(D):
         ref = band_with_tile(*(t.double() for t in (q, k, v, tk, tv)), valid, window=w, key_padding_mask=pad)
     assert out.dtype == torch.bfloat16
     assert rel_err(out, ref) < TOL[torch.bfloat16][0]
+
+
+def test_forward_folds_global_rows_into_band_kernel(monkeypatch):
+    """On a short sequence (at most 64 row blocks per head) the forward runs no separate global-rows
+    pass: the band kernel's partials alone must give the global rows (checked against the reference)."""
+    from longdoc.kernels import triton_attention as ta
+
+    def no_separate_pass(*a, **k):
+        raise AssertionError("the separate global-rows pass ran")
+
+    monkeypatch.setattr(ta, "_global_rows_pass", no_separate_pass)
+    B, H, N, D = 2, 12, 8_000, 64
+    q, k, v, gidx, kpm, _ = _inputs(B, H, N, D, 16, torch.bfloat16, True, True, False)
+    with torch.no_grad():
+        out, lse = local_global_attention(q, k, v, window=256, global_idx=gidx, key_padding_mask=kpm,
+                                          return_lse=True)
+        ref, ref_lse = local_global_attention_reference(q.float(), k.float(), v.float(), window=256, global_idx=gidx,
+                                                        key_padding_mask=kpm, return_lse=True)
+    rows = gidx[0][gidx[0] >= 0]
+    t_out, t_lse, _ = TOL[torch.bfloat16]
+    assert rel_err(out[0, :, rows], ref[0, :, rows]) < t_out and rel_err(lse[0, :, rows], ref_lse[0, :, rows]) < t_lse
+    assert rel_err(out, ref) < t_out
