@@ -28,6 +28,7 @@ def main(argv=None):
     p.add_argument("--fwd-configs", default="",
                    help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
+    p.add_argument("--if-mask", action="store_true", help="also time each config as one loop, edges masked by a branch")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
     a = p.parse_args(argv)
     q, k, v, gidx = make_inputs(a.n, a.d, a.G)
@@ -45,9 +46,9 @@ def main(argv=None):
                  if not ((c[0] == 256 and c[2] == 4) or (c[0] == 64 and c[2] == 8) or c[0] * c[1] > 256 * 64
                          or (a.d == 128 and c[1] == 128 and c[3] > 2))]
     for cfg in sweep:
-        for one in ((0, 1) if a.one_loop else (0,)):
+        for one, ifm in [(0, 0)] + [(1, 0)] * a.one_loop + [(0, 1)] * a.if_mask:
             ta._FWD_OVERRIDE = cfg
-            ta._ONE_LOOP = bool(one)
+            ta._ONE_LOOP, ta._IF_MASK = bool(one), bool(ifm)
             try:
                 fn = lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx)  # noqa: E731
                 with torch.no_grad():
@@ -55,10 +56,11 @@ def main(argv=None):
             except Exception as e:  # out of shared memory or registers, or no such feature: skip it
                 print(f"{cfg} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
-            res.append((ms, cfg + (one,)))
-            print(f"{cfg}{' one loop, all masked' if one else ''} {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
+            res.append((ms, cfg + (one, ifm)))
+            print(f"{cfg}{' one loop, all masked' if one else ''}{' one loop, edges behind a branch' if ifm else ''} "
+                  f"{ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
     ta._FWD_OVERRIDE = None
-    ta._ONE_LOOP = False
+    ta._ONE_LOOP = ta._IF_MASK = False
     for ms, cfg in sorted(res)[:5]:
         print(f"best {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} useful TFLOP/s")
     if a.bwd:

@@ -51,7 +51,8 @@ LN2 = 0.6931471805599453  # ln 2: back from log2 units to natural-log LSE
 def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn, stride_vn,
                     stride_bn, blk_lo, blk_hi, key0, n_r, window, qk_scale,
                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, edge_lo=0, edge_hi=0,
+                    IF_MASK: tl.constexpr = False):
     """Online softmax over band key blocks ``blk_lo <= t < blk_hi`` (keys ``key0 + t*BLOCK_N + ...``).
 
     ``MASKED`` blocks check the band edges and the sequence ends; the others load and multiply only.
@@ -80,6 +81,10 @@ def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn,
             rel = k_idx[None, :] - q_idx[:, None]
             ok = (rel <= window) & (rel >= -window) & k_in[None, :]
             qk = tl.where(ok, qk, float("-inf"))
+        if IF_MASK:  # one loop over an interior program's blocks: the band edges masked behind a branch
+            if (t < edge_lo) | (t >= edge_hi):
+                rel = k_idx[None, :] - q_idx[:, None]
+                qk = tl.where((rel <= window) & (rel >= -window), qk, float("-inf"))
         # m_i starts at a finite -1e30, so a block with every key masked leaves it finite: no NaN.
         m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
         p = tl.math.exp2(qk * qk_scale - m_ij[:, None])
@@ -126,7 +131,7 @@ def _global_in_band(q_pos, g_pos, window, DIL):
 def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, sv, so, KG, VG, GPOS, g_base, g_pos_base,
                    stride_gm, n_r, r, window, qk_scale, DIL: tl.constexpr, HEAD_DIM: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   DOT_PREC: tl.constexpr, ONE_LOOP: tl.constexpr):
+                   DOT_PREC: tl.constexpr, ONE_LOOP: tl.constexpr, IF_MASK: tl.constexpr):
     """Rows m0 .. m0 + BLOCK_M of one (batch, head, residue) view: the global tile, then the band;
     stores their output and LSE."""
     offs_m = tl.arange(0, BLOCK_M)
@@ -157,6 +162,10 @@ def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, 
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
                                         0, n_blk, key0, n_r, window, qk_scale,
                                         HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+    elif IF_MASK:
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        0, n_blk, key0, n_r, window, qk_scale,
+                                        HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC, k_lo, k_hi, True)
     else:
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
                                         0, k_lo, key0, n_r, window, qk_scale,
@@ -185,7 +194,8 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
                      H, N, window, qk_scale, DIL: tl.constexpr,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
-                     FUSE_G: tl.constexpr = False, ONE_LOOP: tl.constexpr = False):
+                     FUSE_G: tl.constexpr = False, ONE_LOOP: tl.constexpr = False,
+                     IF_MASK: tl.constexpr = False):
     """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band.
 
     ``FUSE_G`` (short sequences, where the launches of a separate pass cost more than its work): the
@@ -211,7 +221,7 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
                    Out + b64 * stride_ob + h64 * stride_oh + r64 * stride_om,
                    Lse + b64 * stride_lb + h64 * stride_lh + r64, stride_qm * DIL, sk, sv, stride_om * DIL,
                    KG, VG, GPOS, b64 * stride_gb + h64 * stride_gh, b64 * stride_pb, stride_gm, n_r, r, window,
-                   qk_scale, DIL, HEAD_DIM, BLOCK_M, BLOCK_N, G_PAD, HAS_BIAS, DOT_PREC, ONE_LOOP)
+                   qk_scale, DIL, HEAD_DIM, BLOCK_M, BLOCK_N, G_PAD, HAS_BIAS, DOT_PREC, ONE_LOOP, IF_MASK)
     if FUSE_G:
         offs_g = tl.arange(0, G_PAD)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -771,6 +781,7 @@ def _gather_globals_kernel(IDX, KPM, Q, K, V, QGI, GPOS, QG, KG, VG,
 # work) and BLOCK_M below 64 under-fills Hopper's 64-row wgmma.
 _FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages): kernels/bench_tiles.py
 _ONE_LOOP = False  # True: mask every band block in one loop (kernels/bench_tiles.py compares)
+_IF_MASK = False  # with _FWD_OVERRIDE: one loop, band edges masked behind a branch (see _blocks' fwd_if)
 
 
 def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
@@ -778,36 +789,40 @@ def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
     outputs, and an autotuner's repeated runs would add twice).
 
     fwd_m/fwd_n/fwd_warps/fwd_stages: the forward band kernel's query block, key step, warps and
-    pipeline stages (the fastest of kernels/bench_tiles.py's sweep on an H100 at each head dim, bf16,
-    G = 16: docs/kernels.md); kv_n/kv_m: the dK/dV kernel's key block and query step; dq_m/dq_n: the
-    dQ kernel's query block and key step. A 64-row tile gets 4 warps: one Hopper warpgroup per 64 rows
-    (with 8 warps on a 64-row dQ tile, Triton 3.6 on the H100 made a kernel that faulted with an
-    illegal address; 4 warps run correctly).
+    pipeline stages, and fwd_if: one loop over an interior program's key blocks with the band edges
+    masked behind a branch, instead of edge / interior / edge loops (each the fastest of
+    kernels/bench_tiles.py's sweeps on an H100 at that head dim, bf16, G = 16: docs/kernels.md);
+    kv_n/kv_m: the dK/dV kernel's key block and query step; dq_m/dq_n: the dQ kernel's query block and
+    key step. A 64-row tile gets 4 warps: one Hopper warpgroup per 64 rows (with 8 warps on a 64-row dQ
+    tile, Triton 3.6 on the H100 made a kernel that faulted with an illegal address; 4 warps run
+    correctly).
     """
-    if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w
-        return dict(fwd_m=16, fwd_n=16, fwd_warps=4, fwd_stages=2, kv_n=16, kv_m=16, kv_warps=4, kv_stages=1,
-                    dq_m=16, dq_n=16, dq_warps=4, dq_stages=1, glob=16)
+    if _INTERPRET:  # small tiles so CPU tests reach interior blocks at small w; both loop forms tested
+        return dict(fwd_m=16, fwd_n=16, fwd_warps=4, fwd_stages=2, fwd_if=head_dim == 32, kv_n=16, kv_m=16,
+                    kv_warps=4, kv_stages=1, dq_m=16, dq_n=16, dq_warps=4, dq_stages=1, glob=16)
     if dtype == torch.float32:
         # fp32 on the GPU serves exactness checks, not speed: small tiles, quick to compile (an fp32
         # forward configuration took about 20 s to compile on an H200).
-        return dict(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2, kv_n=64, kv_m=32, kv_warps=4, kv_stages=3,
-                    dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+        return dict(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2, fwd_if=False, kv_n=64, kv_m=32, kv_warps=4,
+                    kv_stages=3, dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
     if head_dim >= 128:  # twice the bytes per tile: halve the backward tiles
-        return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, kv_n=64, kv_m=32, kv_warps=4, kv_stages=3,
-                    dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+        return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=64, kv_m=32, kv_warps=4,
+                    kv_stages=3, dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
     if head_dim == 64:
-        tiles = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, kv_n=64, kv_m=64, kv_warps=4, kv_stages=2)
+        tiles = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, fwd_if=False, kv_n=64, kv_m=64, kv_warps=4,
+                     kv_stages=2)
     else:  # d = 16, 32
-        tiles = dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, kv_n=128, kv_m=32, kv_warps=4, kv_stages=3)
+        tiles = dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=128, kv_m=32, kv_warps=4,
+                     kv_stages=3)
     return dict(tiles, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
 
 
 def _fwd_tiles(head_dim: int, dtype: torch.dtype) -> tuple:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) of the forward band kernel."""
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages, if_mask) of the forward band kernel."""
     if _FWD_OVERRIDE is not None:
-        return tuple(_FWD_OVERRIDE)
+        return tuple(_FWD_OVERRIDE) + (_IF_MASK,)
     t = _blocks(head_dim, dtype)
-    return t["fwd_m"], t["fwd_n"], t["fwd_warps"], t["fwd_stages"]
+    return t["fwd_m"], t["fwd_n"], t["fwd_warps"], t["fwd_stages"], t["fwd_if"]
 
 
 def _chunk(n: int, block: int, programs_per_head: int = 64) -> int:
@@ -930,7 +945,7 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
     prec = _dot_precision(q.dtype)
     dummy = kb
     n_r_max = -(-N // dilation)
-    bm, bn, warps, stages = _fwd_tiles(D, q.dtype)
+    bm, bn, warps, stages, if_mask = _fwd_tiles(D, q.dtype)
     n_mblk = triton.cdiv(n_r_max, bm)
     fuse = qg is not None and dilation * n_mblk <= _FUSE_MAX_CHUNKS
     po = pl = dummy
@@ -948,7 +963,7 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
     grid = (n_mblk, B * H * dilation)
     extra = {} if _INTERPRET else {"num_warps": warps, "num_stages": stages}  # the interpreter ignores both
     _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
-                           FUSE_G=fuse, ONE_LOOP=_ONE_LOOP, BLOCK_M=bm, BLOCK_N=bn, **extra)
+                           FUSE_G=fuse, ONE_LOOP=_ONE_LOOP, IF_MASK=if_mask, BLOCK_M=bm, BLOCK_N=bn, **extra)
     return (po, pl) if fuse else None
 
 

@@ -55,6 +55,8 @@ CASES = {
     "all_masked_rows": (2, 1, 70, 16, 6, 1, [[3, -1], [5, -1]], [(20, 40), (0, 70)], False),
     "global_projections": (2, 1, 120, 16, 20, 1, [[0, 37, 110], [16, -1, 2]], [(100, 120), (0, 5)], True),
     "head_dim32_dilation2": (1, 1, 90, 32, 12, 2, [[5, 60]], None, True),
+    # d = 32 with interior blocks: the Triton forward's one-loop form (edges masked behind a branch)
+    "head_dim32_interior_padding": (1, 2, 300, 32, 24, 1, [[0, 150, 299]], [(280, 300)], False),
 }
 
 
