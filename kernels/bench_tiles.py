@@ -1,5 +1,5 @@
 """Tile sweep for the Triton kernels: time each forward tile shape and each backward tile set on one
-shape, so the autotune space and the fixed backward tiles can be chosen from measurements.
+shape, so that the tile table (`_blocks` in triton_attention.py) is chosen from measurements.
 
     python -m longdoc.kernels.bench_tiles [--n 65536] [--G 16] [--d 64] [--w 256] [--fwd-configs "128,64,4,2;128,32,4,3"]
 """
