@@ -48,10 +48,10 @@ LN2 = 0.6931471805599453  # ln 2: back from log2 units to natural-log LSE
 # 1. Device helpers
 # ---------------------------------------------------------------------------------------------
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn, stride_vn,
-                    stride_bn, blk_lo, blk_hi, key0, n_r, window, qk_scale,
+def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                    stride_mn, blk_lo, blk_hi, key0, n_r, window, qk_scale,
                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, edge_lo=0, edge_hi=0,
+                    HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, edge_lo=0, edge_hi=0,
                     IF_MASK: tl.constexpr = False):
     """Online softmax over band key blocks ``blk_lo <= t < blk_hi`` (keys ``key0 + t*BLOCK_N + ...``).
 
@@ -72,11 +72,11 @@ def _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, stride_kn,
         else:
             kt = tl.load(k_ptrs)
         qk = tl.dot(q, kt, input_precision=DOT_PREC)  # (BLOCK_M, BLOCK_N) fp32, unscaled
-        if HAS_BIAS:  # key padding: 0 or -inf per key
+        if HAS_KPM:  # key padding: 0 or -inf per key, from the caller's mask bytes
             if MASKED:
-                qk += tl.load(kb_base + k_idx.to(tl.int64) * stride_bn, mask=k_in, other=float("-inf"))[None, :]
+                qk += _pad_bias(tl.load(kpm_base + k_idx.to(tl.int64) * stride_mn, mask=k_in, other=1))[None, :]
             else:
-                qk += tl.load(kb_base + k_idx.to(tl.int64) * stride_bn)[None, :]
+                qk += _pad_bias(tl.load(kpm_base + k_idx.to(tl.int64) * stride_mn))[None, :]
         if MASKED:
             rel = k_idx[None, :] - q_idx[:, None]
             ok = (rel <= window) & (rel >= -window) & k_in[None, :]
@@ -124,13 +124,20 @@ def _global_in_band(q_pos, g_pos, window, DIL):
     return ((rel % DIL) == 0) & (rel <= window * DIL) & (rel >= -window * DIL)
 
 
+@triton.jit
+def _pad_bias(pad):
+    """Additive score bias of key-padding-mask bytes: -inf where set (a padded key), else 0. Masked
+    loads pass ``other=1``: a key past the sequence ends reads as padded."""
+    return tl.where(pad != 0, float("-inf"), 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Kernels
 # ---------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, sv, so, KG, VG, GPOS, g_base, g_pos_base,
-                   stride_gm, n_r, r, window, qk_scale, DIL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr,
+def _fwd_row_block(m0, q_base, k_base, v_base, kpm_base, o_base, l_base, sq, sk, sv, so, KG, VG, GPOS, g_base,
+                   g_pos_base, stride_gm, n_r, r, window, qk_scale, DIL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr, HAS_KPM: tl.constexpr,
                    DOT_PREC: tl.constexpr, ONE_LOOP: tl.constexpr, IF_MASK: tl.constexpr):
     """Rows m0 .. m0 + BLOCK_M of one (batch, head, residue) view: the global tile, then the band;
     stores their output and LSE."""
@@ -159,23 +166,23 @@ def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, 
 
     n_blk, key0, k_lo, k_hi, boundary = _band_split(m0, n_r, window, BLOCK_M, BLOCK_N)
     if ONE_LOOP or boundary:  # ONE_LOOP: every block masked, one loop (a measured alternative)
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                                         0, n_blk, key0, n_r, window, qk_scale,
-                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+                                        HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
     elif IF_MASK:
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                                         0, n_blk, key0, n_r, window, qk_scale,
-                                        HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC, k_lo, k_hi, True)
+                                        HEAD_DIM, BLOCK_N, False, HAS_KPM, DOT_PREC, k_lo, k_hi, True)
     else:
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                                         0, k_lo, key0, n_r, window, qk_scale,
-                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                                         k_lo, k_hi, key0, n_r, window, qk_scale,
-                                        HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC)
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
+                                        HEAD_DIM, BLOCK_N, False, HAS_KPM, DOT_PREC)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                                         k_hi, n_blk, key0, n_r, window, qk_scale,
-                                        HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+                                        HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
 
     empty = l_i == 0.0  # no visible key: output 0, LSE -inf
     l_safe = tl.where(empty, 1.0, l_i)
@@ -187,13 +194,13 @@ def _fwd_row_block(m0, q_base, k_base, v_base, kb_base, o_base, l_base, sq, sk, 
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
+def _fwd_band_kernel(Q, K, V, KPM, KG, VG, GPOS, Out, Lse, QG, PO, PL,
                      stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                      stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-                     stride_bb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
+                     stride_mb, stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
                      H, N, window, qk_scale, DIL: tl.constexpr,
                      HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
+                     G_PAD: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
                      FUSE_G: tl.constexpr = False, ONE_LOOP: tl.constexpr = False,
                      IF_MASK: tl.constexpr = False):
     """One program: BLOCK_M query rows of one (batch, head, residue class): global tile, then band.
@@ -214,14 +221,14 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
     q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
     k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
     v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
-    kb_base = KB + b64 * stride_bb + r64
+    kpm_base = KPM + b64 * stride_mb + r64
     sk = stride_kn * DIL  # row strides of the stride-DIL view
     sv = stride_vn * DIL
-    _fwd_row_block(pid_m * BLOCK_M, q_base, k_base, v_base, kb_base,
+    _fwd_row_block(pid_m * BLOCK_M, q_base, k_base, v_base, kpm_base,
                    Out + b64 * stride_ob + h64 * stride_oh + r64 * stride_om,
                    Lse + b64 * stride_lb + h64 * stride_lh + r64, stride_qm * DIL, sk, sv, stride_om * DIL,
                    KG, VG, GPOS, b64 * stride_gb + h64 * stride_gh, b64 * stride_pb, stride_gm, n_r, r, window,
-                   qk_scale, DIL, HEAD_DIM, BLOCK_M, BLOCK_N, G_PAD, HAS_BIAS, DOT_PREC, ONE_LOOP, IF_MASK)
+                   qk_scale, DIL, HEAD_DIM, BLOCK_M, BLOCK_N, G_PAD, HAS_KPM, DOT_PREC, ONE_LOOP, IF_MASK)
     if FUSE_G:
         offs_g = tl.arange(0, G_PAD)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -232,8 +239,8 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
         k_in = k_idx < n_r
         kt = tl.load(k_base + k_idx.to(tl.int64)[None, :] * sk + offs_d[:, None], mask=k_in[None, :], other=0.0)
         s = tl.dot(qg, kt, input_precision=DOT_PREC)  # (G_PAD, BLOCK_M), unscaled
-        if HAS_BIAS:
-            s += tl.load(kb_base + k_idx.to(tl.int64) * DIL, mask=k_in, other=float("-inf"))[None, :]
+        if HAS_KPM:
+            s += _pad_bias(tl.load(kpm_base + k_idx.to(tl.int64) * DIL, mask=k_in, other=1))[None, :]
         s = tl.where(k_in[None, :], s, float("-inf"))
         m_g = tl.maximum(tl.max(s, 1) * qk_scale, -1.0e30)  # finite: a block with no key gives l_g = 0
         p = tl.math.exp2(s * qk_scale - m_g[:, None])
@@ -248,13 +255,13 @@ def _fwd_band_kernel(Q, K, V, KB, KG, VG, GPOS, Out, Lse, QG, PO, PL,
 
 
 @triton.jit(do_not_specialize=["N", "chunk"])
-def _fwd_global_rows_kernel(QG, K, V, KB, PO, PL,
+def _fwd_global_rows_kernel(QG, K, V, KPM, PO, PL,
                             stride_gb, stride_gh, stride_gm, stride_kb, stride_kh, stride_kn,
-                            stride_vb, stride_vh, stride_vn, stride_bb,
+                            stride_vb, stride_vh, stride_vn, stride_mb,
                             stride_ob, stride_oh, stride_oc, stride_lb, stride_lh,
                             H, N, chunk, qk_scale,
                             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                            HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
     """Every global row of one (batch, head) against one chunk of keys: a normalised partial + LSE."""
     pid_c = tl.program_id(0)
     pid_z = tl.program_id(1)
@@ -268,7 +275,7 @@ def _fwd_global_rows_kernel(QG, K, V, KB, PO, PL,
     qg = tl.load(QG + b64 * stride_gb + h64 * stride_gh + offs_g[:, None] * stride_gm + offs_d[None, :])
     k_base = K + b64 * stride_kb + h64 * stride_kh
     v_base = V + b64 * stride_vb + h64 * stride_vh
-    kb_base = KB + b64 * stride_bb
+    kpm_base = KPM + b64 * stride_mb
     m_i = tl.zeros([G_PAD], dtype=tl.float32) - 1.0e30
     l_i = tl.zeros([G_PAD], dtype=tl.float32)
     acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
@@ -278,8 +285,8 @@ def _fwd_global_rows_kernel(QG, K, V, KB, PO, PL,
         k_in = k_idx < N
         kt = tl.load(k_base + k_idx.to(tl.int64)[None, :] * stride_kn + offs_d[:, None], mask=k_in[None, :], other=0.0)
         qk = tl.dot(qg, kt, input_precision=DOT_PREC) * qk_scale  # (G_PAD, BLOCK_N)
-        if HAS_BIAS:
-            qk += tl.load(kb_base + k_idx.to(tl.int64), mask=k_in, other=float("-inf"))[None, :]
+        if HAS_KPM:
+            qk += _pad_bias(tl.load(kpm_base + k_idx.to(tl.int64), mask=k_in, other=1))[None, :]
         qk = tl.where(k_in[None, :], qk, float("-inf"))
         m_ij = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_ij[:, None])
@@ -388,7 +395,7 @@ def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSE2, LSEG2, DeltaG, DOG, stri
 def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, stride_dm, stride_lm, k, v, kbias, k_idx,
                     n_r, window, qk_scale, blk_lo, blk_hi, row0,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                    HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
     """dK, dV of one key block from query blocks ``blk_lo <= t < blk_hi`` (rows ``row0 + t*BLOCK_M + ...``).
 
     Rows outside the sequence load q = dO = 0 and LSE = +inf, so their probabilities are exactly 0;
@@ -411,7 +418,7 @@ def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, s
             lse2 = tl.load(lse2_base + rows * stride_lm)
             delta = tl.load(delta_base + rows * stride_lm)
         qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # (BLOCK_N, BLOCK_M), unscaled
-        if HAS_BIAS:
+        if HAS_KPM:
             qkT += kbias[:, None]  # 0 / -inf: unchanged by the scale folded into the exponent's FMA
         pT = tl.math.exp2(qkT * qk_scale - lse2[None, :])
         if MASKED:
@@ -425,12 +432,12 @@ def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, s
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, DeltaG,
+def _bwd_dkdv_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, QG, DOG, LSEG2, DeltaG,
                           stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
-                          stride_bb, H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
+                          stride_mb, H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr):
+                          HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr):
     """One program: BLOCK_N keys of one (batch, head, residue); walks the query blocks of their band,
     then (``G_PAD`` > 0) the global rows, which see every key.
 
@@ -468,8 +475,8 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, 
     k = tl.load(k_base + k_idx.to(tl.int64)[:, None] * (stride_kn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
     v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * (stride_vn * DIL) + offs_d[None, :], mask=k_in[:, None], other=0.0)
     kbias = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if HAS_BIAS:
-        kbias = tl.load(KB + b64 * stride_bb + r64 + k_idx.to(tl.int64) * DIL, mask=k_in, other=float("-inf"))
+    if HAS_KPM:
+        kbias = _pad_bias(tl.load(KPM + b64 * stride_mb + r64 + k_idx.to(tl.int64) * DIL, mask=k_in, other=1))
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -478,14 +485,14 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, 
     delta_base = Delta + row_base
     if boundary:
         dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
-                                 n_r, window, qk_scale, 0, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+                                 n_r, window, qk_scale, 0, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC)
     else:
         dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
-                                 n_r, window, qk_scale, 0, t_lo, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+                                 n_r, window, qk_scale, 0, t_lo, row0, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC)
         dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
-                                 n_r, window, qk_scale, t_lo, t_hi, row0, HEAD_DIM, BLOCK_M, False, HAS_BIAS, DOT_PREC)
+                                 n_r, window, qk_scale, t_lo, t_hi, row0, HEAD_DIM, BLOCK_M, False, HAS_KPM, DOT_PREC)
         dk, dv = _bwd_dkdv_inner(dk, dv, q_base, do_base, lse_base, delta_base, sq, sdo, DIL, k, v, kbias, k_idx,
-                                 n_r, window, qk_scale, t_hi, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_BIAS, DOT_PREC)
+                                 n_r, window, qk_scale, t_hi, n_blk, row0, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC)
     if G_PAD > 0:  # the global rows: no band, every key (keys past the end only touch unstored rows)
         offs_g = tl.arange(0, G_PAD)
         gsl = bh * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :]
@@ -494,7 +501,7 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, 
         lse_g = tl.load(LSEG2 + bh * G_PAD + offs_g)
         delta_g = tl.load(DeltaG + bh * G_PAD + offs_g)
         qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC)  # (BLOCK_N, G_PAD), unscaled
-        if HAS_BIAS:
+        if HAS_KPM:
             qkT += kbias[:, None]
         pT = tl.math.exp2(qkT * qk_scale - lse_g[None, :])
         dv = tl.dot(pT.to(dog.dtype), dog, dv, input_precision=DOT_PREC)
@@ -507,10 +514,10 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KB, LSE2, Delta, DK, DV, QG, DOG, LSEG2, 
 
 
 @triton.jit
-def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, stride_kn, stride_vn, stride_bn,
+def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, stride_kn, stride_vn, stride_mn,
                   blk_lo, blk_hi, key0, n_r, window, qk_scale,
                   HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                  HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     for t in range(blk_lo, blk_hi):
@@ -524,11 +531,11 @@ def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, stride
             kt = tl.load(k_base + rows[None, :] * stride_kn + offs_d[:, None])
             vt = tl.load(v_base + rows[None, :] * stride_vn + offs_d[:, None])
         qk = tl.dot(q, kt, input_precision=DOT_PREC)  # unscaled: the scale is folded into the FMA below
-        if HAS_BIAS:
+        if HAS_KPM:
             if MASKED:
-                qk += tl.load(kb_base + rows * stride_bn, mask=k_in, other=float("-inf"))[None, :]
+                qk += _pad_bias(tl.load(kpm_base + rows * stride_mn, mask=k_in, other=1))[None, :]
             else:
-                qk += tl.load(kb_base + rows * stride_bn)[None, :]
+                qk += _pad_bias(tl.load(kpm_base + rows * stride_mn))[None, :]
         p = tl.math.exp2(qk * qk_scale - lse2[:, None])
         if MASKED:
             rel = k_idx[None, :] - q_idx[:, None]
@@ -540,13 +547,13 @@ def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, stride
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dq_band_kernel(Q, K, V, DO, KB, KG, VG, GPOS, LSE2, Delta, DQ,
+def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                         stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
-                        stride_bb, stride_gb, stride_gh, stride_gm, stride_pb,
+                        stride_mb, stride_gb, stride_gh, stride_gm, stride_pb,
                         H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        G_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr):
+                        G_PAD: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
     """One program: dQ of BLOCK_M rows of one (batch, head, residue): global tile, then band."""
     pid_m = tl.program_id(0)
     pid_z = tl.program_id(1)
@@ -563,7 +570,7 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KB, KG, VG, GPOS, LSE2, Delta, DQ,
     k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
     v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
     do_base = DO + b64 * stride_db + h64 * stride_dh + r64 * stride_dm
-    kb_base = KB + b64 * stride_bb + r64
+    kpm_base = KPM + b64 * stride_mb + r64
 
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -593,15 +600,15 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KB, KG, VG, GPOS, LSE2, Delta, DQ,
     sv = stride_vn * DIL
     n_blk, key0, k_lo, k_hi, boundary = _band_split(m0, n_r, window, BLOCK_M, BLOCK_N)
     if boundary:
-        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
-                           0, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
+                           0, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
     else:
-        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
-                           0, k_lo, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
-        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
-                           k_lo, k_hi, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_BIAS, DOT_PREC)
-        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kb_base, sk, sv, DIL,
-                           k_hi, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_BIAS, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
+                           0, k_lo, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
+                           k_lo, k_hi, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_KPM, DOT_PREC)
+        dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
+                           k_hi, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
     out_rows = (bh * N + r64 + rows * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out_rows, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_in[:, None])
 
@@ -654,12 +661,12 @@ def _bwd_global_tile_kernel(Q, DO, KG, VG, GPOS, LSE2, Delta, PDK, PDV,
 
 
 @triton.jit(do_not_specialize=["N", "chunk"])
-def _bwd_global_rows_kernel(QG, K, V, DOG, KB, LSEG2, DeltaG, DK, DV, PDQ,
+def _bwd_global_rows_kernel(QG, K, V, DOG, KPM, LSEG2, DeltaG, DK, DV, PDQ,
                             stride_gb, stride_gh, stride_gm, stride_kb, stride_kh, stride_kn,
-                            stride_vb, stride_vh, stride_vn, stride_bb,
+                            stride_vb, stride_vh, stride_vn, stride_mb,
                             H, N, chunk, qk_scale, sm_scale,
                             HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, G_PAD: tl.constexpr,
-                            HAS_BIAS: tl.constexpr, DKDV: tl.constexpr, DOT_PREC: tl.constexpr):
+                            HAS_KPM: tl.constexpr, DKDV: tl.constexpr, DOT_PREC: tl.constexpr):
     """Gradients through the global rows, for one chunk of keys: a partial dQ of the global rows and,
     with ``DKDV`` (separate global projections, whose keys are not the band's), dK/dV of those keys.
     When the global rows share k, v, the dK/dV band kernel adds their dK/dV itself."""
@@ -689,8 +696,8 @@ def _bwd_global_rows_kernel(QG, K, V, DOG, KB, LSEG2, DeltaG, DK, DV, PDQ,
         k = tl.load(k_base + rows[:, None] * stride_kn + offs_d[None, :], mask=k_in[:, None], other=0.0)
         v = tl.load(v_base + rows[:, None] * stride_vn + offs_d[None, :], mask=k_in[:, None], other=0.0)
         qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC)  # (BLOCK_N, G_PAD), unscaled
-        if HAS_BIAS:
-            qkT += tl.load(KB + b64 * stride_bb + rows, mask=k_in, other=float("-inf"))[:, None]
+        if HAS_KPM:
+            qkT += _pad_bias(tl.load(KPM + b64 * stride_mb + rows, mask=k_in, other=1))[:, None]
         pT = tl.where(k_in[:, None], tl.math.exp2(qkT * qk_scale - lse2[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
         dsT = pT * (dpT - delta[None, :])
@@ -840,51 +847,53 @@ def _dot_precision(dtype: torch.dtype) -> str:
 # ---------------------------------------------------------------------------------------------
 # 4. Launchers, custom ops, autograd
 # ---------------------------------------------------------------------------------------------
-def _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv):
+def _prepare_globals(q, k, v, global_idx, kpm, has_kpm, global_qkv):
     """Compact global tile (B, H, G_PAD, D), positions (B, G_PAD) int32 (-1 unused or padded) and the
     global-row operands, built by one gather kernel (torch gathers and slice writes took about a dozen
-    launches, which showed in the host time of every call). G_PAD is the next power of two >= 16 (the
-    smallest tl.dot)."""
+    launches, which showed in the host time of every call; it drops padded global tokens by reading
+    ``kpm``, the mask bytes of ``_key_mask``). G_PAD is the next power of two >= 16 (the smallest tl.dot)."""
     B, H, N, D = q.shape
     G = 0 if global_idx is None else global_idx.shape[1]
     if G == 0:
         return 0, None, None, None, None, None, None
     g_pad = max(16, triton.next_power_of_2(G))
     idx = global_idx if global_idx.stride(-1) == 1 else global_idx.contiguous()
-    kpm = None if key_padding_mask is None else key_padding_mask.contiguous().view(torch.uint8)
     qgi = None if global_qkv is None else _lastdim_contig(global_qkv[0])
     gpos = torch.empty(B, g_pad, dtype=torch.int32, device=q.device)
     kg, vg, qg = (q.new_empty(B, H, g_pad, D) for _ in range(3))
     _gather_globals_kernel[(B * H,)](
-        idx, kpm if kpm is not None else gpos, q, k, v, qgi if qgi is not None else q, gpos, qg, kg, vg,
-        idx.stride(0), kpm.stride(0) if kpm is not None else 0, q.stride(0), q.stride(1), q.stride(2),
+        idx, kpm, q, k, v, qgi if qgi is not None else q, gpos, qg, kg, vg,
+        idx.stride(0), kpm.stride(0) if has_kpm else 0, q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         qgi.stride(0) if qgi is not None else 0, qgi.stride(1) if qgi is not None else 0,
         qgi.stride(2) if qgi is not None else 0, gpos.stride(0),
-        H, G, HEAD_DIM=D, G_PAD=g_pad, HAS_KPM=kpm is not None, HAS_QGI=qgi is not None, num_warps=4)
+        H, G, HEAD_DIM=D, G_PAD=g_pad, HAS_KPM=has_kpm, HAS_QGI=qgi is not None, num_warps=4)
     kG, vG = (global_qkv[1], global_qkv[2]) if global_qkv is not None else (k, v)
     return g_pad, gpos, kg, vg, qg, kG, vG
 
 
-_NO_BIAS: dict = {}
+_NO_MASK: dict = {}
 
 
-def _key_bias(q, key_padding_mask):
-    """(B, N) fp32 additive key bias, 0 or -inf; a cached 1-element dummy when there is no padding."""
+def _key_mask(q, key_padding_mask):
+    """The padding mask (B, N) as the bytes the kernels read (nonzero = padded key; ``_pad_bias`` makes
+    them 0 / -inf): a zero-copy uint8 view of the bool mask (copied only if its last dim is strided or
+    it is not bool on q's device), so padding costs no memory that grows with N. A cached 1-element
+    dummy when there is no padding."""
     if key_padding_mask is None:
-        dummy = _NO_BIAS.get(q.device)
+        dummy = _NO_MASK.get(q.device)
         if dummy is None:
-            dummy = _NO_BIAS[q.device] = torch.zeros(1, 1, dtype=torch.float32, device=q.device)
+            dummy = _NO_MASK[q.device] = torch.zeros(1, 1, dtype=torch.uint8, device=q.device)
         return dummy, False
-    kpm = key_padding_mask.to(device=q.device, dtype=torch.bool)
-    return torch.zeros(kpm.shape, dtype=torch.float32, device=q.device).masked_fill(kpm, float("-inf")), True
+    kpm = _lastdim_contig(key_padding_mask.to(device=q.device, dtype=torch.bool))
+    return kpm.view(torch.uint8), True
 
 
 def _lastdim_contig(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _global_rows_pass(qg, kG, vG, kb, has_bias, qk_scale):
+def _global_rows_pass(qg, kG, vG, kpm, has_kpm, qk_scale):
     """The global query rows qg (B, H, G_PAD, D) against every key of kG, vG (B, H, N, D), in chunks of
     the sequence: per-chunk normalised partials po (B, H, C, G_PAD, D) and log2-unit LSEs pl
     (B, H, C, G_PAD), both fp32, for a log-sum-exp merge."""
@@ -897,10 +906,10 @@ def _global_rows_pass(qg, kG, vG, kb, has_bias, qk_scale):
     po = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=qg.device)
     pl = torch.empty(B, H, n_chunks, g_pad, dtype=torch.float32, device=qg.device)
     _fwd_global_rows_kernel[(n_chunks, B * H)](
-        qg, kG, vG, kb, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
+        qg, kG, vG, kpm, po, pl, qg.stride(0), qg.stride(1), qg.stride(2),
         kG.stride(0), kG.stride(1), kG.stride(2), vG.stride(0), vG.stride(1), vG.stride(2),
-        kb.stride(0) if has_bias else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
-        H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=block, G_PAD=g_pad, HAS_BIAS=has_bias,
+        kpm.stride(0) if has_kpm else 0, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
+        H, N, chunk, qk_scale, HEAD_DIM=D, BLOCK_N=block, G_PAD=g_pad, HAS_KPM=has_kpm,
         DOT_PREC=_dot_precision(qg.dtype), num_warps=4)
     return po, pl
 
@@ -913,13 +922,13 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     lse = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
     if N == 0:
         return out, lse
-    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
-    kb, has_bias = _key_bias(q, key_padding_mask)
+    kpm, has_kpm = _key_mask(q, key_padding_mask)
+    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, kpm, has_kpm, global_qkv)
     # global rows that share k, v ride along the band kernel; separate projections need their own pass
-    parts = _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
+    parts = _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
                        qg=qg if g_pad and global_qkv is None else None)
     if g_pad:
-        po, pl = parts if parts is not None else _global_rows_pass(qg, kG, vG, kb, has_bias, scale * LOG2E)
+        po, pl = parts if parts is not None else _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)
         n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -933,7 +942,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
 _FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
 
 
-def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
+def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
     """The forward band kernel (with the compact tile kg, vg at positions gpos when g_pad > 0) into
     out (B, H, N, D) and lse (B, H, N). With qg (the global rows' queries, when they share k, v) the
     kernel also returns their per-block partials (po, pl) for the merge when the sequence is short
@@ -943,7 +952,7 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
     B, H, N, D = q.shape
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
-    dummy = kb
+    dummy = kpm
     n_r_max = -(-N // dilation)
     bm, bn, warps, stages, if_mask = _fwd_tiles(D, q.dtype)
     n_mblk = triton.cdiv(n_r_max, bm)
@@ -952,17 +961,17 @@ def _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dil
     if fuse:
         po = torch.empty(B, H, dilation * n_mblk, g_pad, D, dtype=torch.float32, device=q.device)
         pl = torch.empty(B, H, dilation * n_mblk, g_pad, dtype=torch.float32, device=q.device)
-    args = (q, k, v, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
+    args = (q, k, v, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
             qg if fuse else dummy, po, pl,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-            kb.stride(0) if has_bias else 0,
+            kpm.stride(0) if has_kpm else 0,
             kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
             gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
             H, N, window, qk_scale)
     grid = (n_mblk, B * H * dilation)
     extra = {} if _INTERPRET else {"num_warps": warps, "num_stages": stages}  # the interpreter ignores both
-    _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec,
+    _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec,
                            FUSE_G=fuse, ONE_LOOP=_ONE_LOOP, IF_MASK=if_mask, BLOCK_M=bm, BLOCK_N=bn, **extra)
     return (po, pl) if fuse else None
 
@@ -993,8 +1002,8 @@ def band_with_tile_triton(q, k, v, tile_k, tile_v, tile_valid, *, window, dilati
         vg = q.new_zeros(B, H, g_pad, D)
         kg[:, :, :S] = tile_k
         vg[:, :, :S] = tile_v
-    kb, has_bias = _key_bias(q, key_padding_mask)
-    _band_pass(q, k, v, kb, has_bias, g_pad, gpos, kg, vg, out, lse, window, dilation, scale)
+    kpm, has_kpm = _key_mask(q, key_padding_mask)
+    _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale)
     return out
 
 
@@ -1012,8 +1021,8 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     dvG = torch.zeros_like(dq) if global_qkv is not None else q.new_zeros(0)
     if N == 0:
         return dq.zero_(), dk.zero_(), dv.zero_(), dqg, dkG, dvG
-    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, key_padding_mask, global_qkv)
-    kb, has_bias = _key_bias(q, key_padding_mask)
+    kpm, has_kpm = _key_mask(q, key_padding_mask)
+    g_pad, gpos, kg, vg, qg, kG, vG = _prepare_globals(q, k, v, global_idx, kpm, has_kpm, global_qkv)
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
     t = _blocks(D, q.dtype)
@@ -1038,22 +1047,22 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     fuse = g_pad and global_qkv is None
     n_r_max = -(-N // dilation)
     _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, t["kv_n"]), B * H * dilation)](
-        q, k, v, do, kb, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kb,) * 4),
+        q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        kb.stride(0) if has_bias else 0, H, N, window, qk_scale, scale,
-        DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_BIAS=has_bias, DOT_PREC=prec,
+        kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
+        DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
         G_PAD=g_pad if fuse else 0, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
-    dummy = kb
+    dummy = kpm
     _bwd_dq_band_kernel[(triton.cdiv(n_r_max, t["dq_m"]), B * H * dilation)](
-        q, k, v, do, kb, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
+        q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        kb.stride(0) if has_bias else 0,
+        kpm.stride(0) if has_kpm else 0,
         kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
         gpos.stride(0) if g_pad else 0,
         H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
-        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_BIAS=has_bias, DOT_PREC=prec, num_warps=t["dq_warps"],
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, num_warps=t["dq_warps"],
         num_stages=t["dq_stages"])
 
     if g_pad:
@@ -1074,10 +1083,10 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
         pdq = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
         _bwd_global_rows_kernel[(n_chunks, B * H)](
-            qg, kG, vG, dog, kb, lse_g2, delta_g, kb if fuse else dkG, kb if fuse else dvG, pdq,
+            qg, kG, vG, dog, kpm, lse_g2, delta_g, kpm if fuse else dkG, kpm if fuse else dvG, pdq,
             qg.stride(0), qg.stride(1), qg.stride(2), kG.stride(0), kG.stride(1), kG.stride(2),
-            vG.stride(0), vG.stride(1), vG.stride(2), kb.stride(0) if has_bias else 0,
-            H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_BIAS=has_bias,
+            vG.stride(0), vG.stride(1), vG.stride(2), kpm.stride(0) if has_kpm else 0,
+            H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_KPM=has_kpm,
             DKDV=not fuse, DOT_PREC=prec, num_warps=4)
         if fuse:
             _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)
@@ -1224,8 +1233,8 @@ def global_rows_partial(qg, k, v, *, key_padding_mask=None, scale=None):
     g_pad = max(16, triton.next_power_of_2(S))
     q_pad = qg.new_zeros(B, H, g_pad, D)
     q_pad[:, :, :S] = qg
-    kb, has_bias = _key_bias(k, key_padding_mask)
-    po, pl = _global_rows_pass(q_pad, k, v, kb, has_bias, scale * LOG2E)
+    kpm, has_kpm = _key_mask(k, key_padding_mask)
+    po, pl = _global_rows_pass(q_pad, k, v, kpm, has_kpm, scale * LOG2E)
     po, pl = po[..., :S, :], pl[..., :S] * math.log(2.0)  # (B, H, C, S, D), (B, H, C, S) natural log
     m = pl.amax(2, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
