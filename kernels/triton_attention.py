@@ -432,12 +432,13 @@ def _bwd_dkdv_inner(dk, dv, q_base, do_base, lse2_base, delta_base, stride_qm, s
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dkdv_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, QG, DOG, LSEG2, DeltaG,
+def _bwd_dkdv_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, QG, DOG, LSEG2, DeltaG, PDQ,
                           stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                           stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
                           stride_mb, H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr):
+                          HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr,
+                          PART_DQ: tl.constexpr = False):
     """One program: BLOCK_N keys of one (batch, head, residue); walks the query blocks of their band,
     then (``G_PAD`` > 0) the global rows, which see every key.
 
@@ -447,6 +448,8 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, QG, DOG, LSEG2,
     that saw nothing), which makes their probabilities exactly 0 with no row mask. The global rows
     come as compact (B, H, G_PAD, ...) tiles: queries ``QG``, ``DOG``, log2 LSE ``LSEG2`` (+inf on
     unused slots) and ``DeltaG``; adding them here saves a second pass that read and rewrote dK, dV.
+    ``PART_DQ``: the global rows' dQ from these keys too, an unscaled (G_PAD, D) fp32 partial in ``PDQ``
+    (chunk (b*H + h)*DIL*programs + r*programs + pid_n), summed later: no pass re-reads K, V for it.
     dK/dV are contiguous (B, H, N, D) like the fp32 row statistics (B, H, N).
     """
     pid_n = tl.program_id(0)
@@ -508,6 +511,10 @@ def _bwd_dkdv_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, QG, DOG, LSEG2,
         dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
         dsT = pT * (dpT - delta_g[None, :])
         dk = tl.dot(dsT.to(qg.dtype), qg, dk, input_precision=DOT_PREC)
+        if PART_DQ:  # keys past the end are loaded as 0, so they add nothing here
+            dqg = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)  # (G_PAD, D)
+            chunk = (bh * DIL + r64) * tl.num_programs(0) + pid_n
+            tl.store(PDQ + chunk * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :], dqg)
     out_rows = (bh * N + r64 + k_idx.to(tl.int64) * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
     tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
@@ -547,14 +554,17 @@ def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, strid
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ,
+def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ, PDK, PDV,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                         stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
                         stride_mb, stride_gb, stride_gh, stride_gm, stride_pb,
                         H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        G_PAD: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """One program: dQ of BLOCK_M rows of one (batch, head, residue): global tile, then band."""
+                        G_PAD: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
+                        PART_KV: tl.constexpr = False):
+    """One program: dQ of BLOCK_M rows of one (batch, head, residue): global tile, then band.
+    ``PART_KV``: also the tile's dK, dV from these rows, unscaled (G_PAD, D) fp32 partials in ``PDK``,
+    ``PDV`` (chunk (b*H + h)*DIL*programs + r*programs + pid_m), summed later: no pass re-reads Q, dO."""
     pid_m = tl.program_id(0)
     pid_z = tl.program_id(1)
     r = pid_z % DIL
@@ -595,6 +605,11 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ,
         dp = tl.dot(do, vgt, input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kgt.dtype), tl.trans(kgt), dq, input_precision=DOT_PREC)
+        if PART_KV:  # rows past the end have p = 0 (LSE +inf)
+            chunk = (bh * DIL + r64) * tl.num_programs(0) + pid_m
+            part = chunk * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :]
+            tl.store(PDV + part, tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC))
+            tl.store(PDK + part, tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC))
 
     sk = stride_kn * DIL
     sv = stride_vn * DIL
@@ -710,6 +725,45 @@ def _bwd_global_rows_kernel(QG, K, V, DOG, KPM, LSEG2, DeltaG, DK, DV, PDQ,
             tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
     part = (bh * tl.num_programs(0) + pid_c) * (G_PAD * HEAD_DIM) + gsl
     tl.store(PDQ + part, dqg)
+
+
+@triton.jit(do_not_specialize=["n_chunks", "n_out"])
+def _fold_partials_kernel(P, PL, P2, PL2, n_chunks, n_out, FAN: tl.constexpr, HEAD_DIM: tl.constexpr,
+                          G_PAD: tl.constexpr, LSE: tl.constexpr):
+    """One level of a reduction tree over per-chunk partials: chunks [FAN*i, FAN*(i+1)) of one
+    (batch, head) of (B*H, n_chunks, G_PAD, D) fp32 partials ``P`` into chunk i of ``P2``
+    (B*H, n_out, G_PAD, D), in order (deterministic). ``LSE``: the partials are normalised outputs with
+    log2-unit LSEs ``PL`` (B*H, n_chunks, G_PAD), merged by log-sum-exp into ``P2``, ``PL2``; else plain
+    sums. Many programs, each walking FAN chunks, where one program per head would walk them all."""
+    pid_o = tl.program_id(0)
+    pid_z = tl.program_id(1).to(tl.int64)
+    offs_g = tl.arange(0, G_PAD)
+    gsl = offs_g[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
+    c0 = pid_o * FAN
+    c1 = tl.minimum(c0 + FAN, n_chunks)
+    base = P + pid_z * n_chunks * (G_PAD * HEAD_DIM)
+    acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
+    m = tl.zeros([G_PAD], dtype=tl.float32) - 1.0e30
+    s = tl.zeros([G_PAD], dtype=tl.float32)
+    for c in range(c0, c1):
+        oc = tl.load(base + c * (G_PAD * HEAD_DIM) + gsl)
+        if LSE:
+            lc = tl.load(PL + (pid_z * n_chunks + c) * G_PAD + offs_g)
+            m_new = tl.maximum(m, lc)
+            alpha = tl.math.exp2(m - m_new)
+            beta = tl.math.exp2(lc - m_new)
+            s = s * alpha + beta
+            acc = acc * alpha[:, None] + oc * beta[:, None]
+            m = m_new
+        else:
+            acc += oc
+    out = pid_z * n_out + pid_o
+    if LSE:
+        empty = s == 0.0
+        s_safe = tl.where(empty, 1.0, s)
+        acc = acc / s_safe[:, None]
+        tl.store(PL2 + out * G_PAD + offs_g, tl.where(empty, float("-inf"), m + tl.math.log2(s_safe)))
+    tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, acc)
 
 
 @triton.jit(do_not_specialize=["n_chunks", "N"])
@@ -928,7 +982,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     parts = _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
                        qg=qg if g_pad and global_qkv is None else None)
     if g_pad:
-        po, pl = parts if parts is not None else _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)
+        po, pl = _fold(*parts) if parts is not None else _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)
         n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -937,18 +991,42 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     return out, lse
 
 
-# Fold the global rows into the band kernel up to this many row blocks per head. Under the interpreter
-# (16-row tiles) 6 splits the CPU tests' shapes between the fused path and the separate pass.
+# The forward folds the global rows into the band kernel up to _FUSE_MAX_CHUNKS row blocks per head;
+# beyond that the separate pass is faster (on an H100 at 64k, 0.569 against 0.627 ms: docs/kernels.md).
+# The backward's global-row work rides along its band kernels as per-block partials (G_PAD x D fp32
+# each) instead of two passes that re-read Q, dO and K, V, when the tile is at most _PART_MAX_GPAD wide
+# (the partials then take at most one more Q-sized buffer) and n is at most _PART_MAX_N: measured on an
+# H100 at G = 16, the backward gained 13% at 4k, 6% at 64k, 3% at 256k and 1% at 1M, where 1.6 GB of
+# partials would buy nothing. Partials are folded _FOLD_FAN at a time until at most _FOLD_MAX remain
+# for the final per-head kernel. Under the interpreter small numbers make the CPU tests' shapes take
+# every branch.
 _FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
+_PART_MAX_GPAD, _PART_MAX_N = 16, 1 << 18
+_FOLD_FAN, _FOLD_MAX = (2, 3) if _INTERPRET else (32, 64)
+
+
+def _fold(part, lse2=None):
+    """Reduce (B, H, C, G_PAD, D) fp32 partials (with their (B, H, C, G_PAD) log2 LSEs for a
+    log-sum-exp merge, else summed) to at most _FOLD_MAX chunks, _FOLD_FAN chunks per program per level.
+    Returns (part, lse2) in the same layout."""
+    while part.shape[2] > _FOLD_MAX:
+        B, H, C, g_pad, D = part.shape
+        n_out = triton.cdiv(C, _FOLD_FAN)
+        p2 = part.new_empty(B, H, n_out, g_pad, D)
+        l2 = part.new_empty(B, H, n_out, g_pad) if lse2 is not None else p2
+        _fold_partials_kernel[(n_out, B * H)](part, lse2 if lse2 is not None else part, p2, l2, C, n_out,
+                                              FAN=_FOLD_FAN, HEAD_DIM=D, G_PAD=g_pad, LSE=lse2 is not None,
+                                              num_warps=4)
+        part, lse2 = p2, (l2 if lse2 is not None else None)
+    return part, lse2
 
 
 def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
     """The forward band kernel (with the compact tile kg, vg at positions gpos when g_pad > 0) into
     out (B, H, N, D) and lse (B, H, N). With qg (the global rows' queries, when they share k, v) the
     kernel also returns their per-block partials (po, pl) for the merge when the sequence is short
-    (at most _FUSE_MAX_CHUNKS row blocks per head: the merge walks them in order); else None, and the
-    caller runs the separate global-rows pass. (Longer sequences folded into fewer, longer programs
-    ran slower on an H100 than the separate pass: docs/kernels.md.)"""
+    (at most _FUSE_MAX_CHUNKS row blocks per head); else None, and the caller runs the separate
+    global-rows pass."""
     B, H, N, D = q.shape
     qk_scale = scale * LOG2E
     prec = _dot_precision(q.dtype)
@@ -1043,43 +1121,60 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
                                           do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
                                           num_warps=4)
 
-    # global rows that share k, v add their dK/dV inside the band kernel; separate projections cannot
+    # Global rows that share k, v add their dK/dV inside the dK/dV band kernel (separate projections
+    # cannot); with a narrow tile that kernel also leaves their dQ as per-block partials, and the dQ
+    # kernel the tile's dK/dV, so no pass re-reads the sequence for them (see _PART_MAX_GPAD).
     fuse = g_pad and global_qkv is None
+    part_kv = 0 < g_pad <= _PART_MAX_GPAD and N <= _PART_MAX_N
+    part_dq = fuse and part_kv
     n_r_max = -(-N // dilation)
-    _bwd_dkdv_band_kernel[(triton.cdiv(n_r_max, t["kv_n"]), B * H * dilation)](
-        q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4),
+    dummy = kpm
+    n_kblk, n_qblk = triton.cdiv(n_r_max, t["kv_n"]), triton.cdiv(n_r_max, t["dq_m"])
+    pdq = q.new_empty(B, H, dilation * n_kblk, g_pad, D, dtype=torch.float32) if part_dq else dummy
+    pdk, pdv = ((q.new_empty(B, H, dilation * n_qblk, g_pad, D, dtype=torch.float32) for _ in range(2)) if part_kv
+                else (dummy, dummy))
+    _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
+        q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
         DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
-        G_PAD=g_pad if fuse else 0, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
-    dummy = kpm
-    _bwd_dq_band_kernel[(triton.cdiv(n_r_max, t["dq_m"]), B * H * dilation)](
+        G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
+    _bwd_dq_band_kernel[(n_qblk, B * H * dilation)](
         q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
+        pdk, pdv,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
         kpm.stride(0) if has_kpm else 0,
         kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
         gpos.stride(0) if g_pad else 0,
         H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
-        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, num_warps=t["dq_warps"],
-        num_stages=t["dq_stages"])
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, PART_KV=part_kv,
+        num_warps=t["dq_warps"], num_stages=t["dq_stages"])
 
     if g_pad:
         chunk = _chunk(N, t["glob"])
         n_chunks = triton.cdiv(N, chunk)
-        # (1) the compact tile: dK_g, dV_g from every local row, per chunk, then summed in order
-        pdk = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
-        pdv = torch.empty_like(pdk)
-        _bwd_global_tile_kernel[(n_chunks, B * H)](
-            q, do, kg, vg, gpos, lse2, delta, pdk, pdv,
-            q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
-            kg.stride(0), kg.stride(1), kg.stride(2), gpos.stride(0),
-            H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["glob"], G_PAD=g_pad, DOT_PREC=prec,
-            num_warps=4)
-        _reduce_rows(pdk, dk, gpos, n_chunks, scale, B, H, N, D, g_pad)
-        _reduce_rows(pdv, dv, gpos, n_chunks, 1.0, B, H, N, D, g_pad)
-        # (2) the global rows: dQ_g per chunk of keys (and, for separate projections, dK_G / dV_G)
+        # (1) the compact tile: dK_g, dV_g from every local row, as per-block partials from the dQ
+        # kernel or per chunk from a pass over the rows, then summed in order
+        if not part_kv:
+            pdk = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
+            pdv = torch.empty_like(pdk)
+            _bwd_global_tile_kernel[(n_chunks, B * H)](
+                q, do, kg, vg, gpos, lse2, delta, pdk, pdv,
+                q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
+                kg.stride(0), kg.stride(1), kg.stride(2), gpos.stride(0),
+                H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["glob"], G_PAD=g_pad,
+                DOT_PREC=prec, num_warps=4)
+        pdk, pdv = _fold(pdk)[0], _fold(pdv)[0]
+        _reduce_rows(pdk, dk, gpos, pdk.shape[2], scale, B, H, N, D, g_pad)
+        _reduce_rows(pdv, dv, gpos, pdv.shape[2], 1.0, B, H, N, D, g_pad)
+        # (2) the global rows: dQ_g, as per-block partials from the dK/dV kernel or per chunk of keys
+        # from a pass over the sequence (which, for separate projections, also makes dK_G / dV_G)
+        if part_dq:
+            pdq = _fold(pdq)[0]
+            _reduce_rows(pdq, dq, gpos, pdq.shape[2], scale, B, H, N, D, g_pad)
+            return dq, dk, dv, dqg, dkG, dvG
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
         pdq = torch.empty(B, H, n_chunks, g_pad, D, dtype=torch.float32, device=q.device)
         _bwd_global_rows_kernel[(n_chunks, B * H)](

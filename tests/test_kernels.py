@@ -57,6 +57,8 @@ CASES = {
     "head_dim32_dilation2": (1, 1, 90, 32, 12, 2, [[5, 60]], None, True),
     # d = 32 with interior blocks: the Triton forward's one-loop form (edges masked behind a branch)
     "head_dim32_interior_padding": (1, 2, 300, 32, 24, 1, [[0, 150, 299]], [(280, 300)], False),
+    # 34 globals: a 64-wide tile, past the Triton kernels' per-block partials, so the separate passes
+    "many_globals_padding": (1, 1, 140, 16, 12, 1, [list(range(0, 136, 4))], [(130, 140)], False),
 }
 
 
