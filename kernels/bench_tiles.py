@@ -30,7 +30,13 @@ def main(argv=None):
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--if-mask", action="store_true", help="also time each config as one loop, edges masked by a branch")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
+    p.add_argument("--maxnreg", default="0",
+                   help="','-separated register caps per thread to time each forward config under (0: none)")
+    p.add_argument("--fuse-globals", action="store_true",
+                   help="fold the global rows into the forward band kernel at any n (default: short inputs only)")
     a = p.parse_args(argv)
+    if a.fuse_globals:
+        ta._FUSE_MAX_CHUNKS = 1 << 30
     q, k, v, gidx = make_inputs(a.n, a.d, a.G)
     if a.packed:
         qkv = torch.stack([t.transpose(1, 2) for t in (q, k, v)], 2).contiguous()  # (1, n, 3, H, d)
@@ -45,7 +51,8 @@ def main(argv=None):
         sweep = [c for c in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4))
                  if not ((c[0] == 256 and c[2] == 4) or (c[0] == 64 and c[2] == 8) or c[0] * c[1] > 256 * 64
                          or (a.d == 128 and c[1] == 128 and c[3] > 2))]
-    for cfg in sweep:
+    for cfg, cap in itertools.product(sweep, [int(x) for x in a.maxnreg.split(",")]):
+        ta._FWD_MAXNREG = cap or None
         for one, ifm in [(0, 0)] + [(1, 0)] * a.one_loop + [(0, 1)] * a.if_mask:
             ta._FWD_OVERRIDE = cfg
             ta._ONE_LOOP, ta._IF_MASK = bool(one), bool(ifm)
@@ -56,10 +63,10 @@ def main(argv=None):
             except Exception as e:  # out of shared memory or registers, or no such feature: skip it
                 print(f"{cfg} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
-            res.append((ms, cfg + (one, ifm)))
-            print(f"{cfg}{' one loop, all masked' if one else ''}{' one loop, edges behind a branch' if ifm else ''} "
-                  f"{ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
-    ta._FWD_OVERRIDE = None
+            res.append((ms, cfg + (one, ifm, cap)))
+            print(f"{cfg}{' one loop, all masked' if one else ''}{' one loop, edges behind a branch' if ifm else ''}"
+                  f"{f' maxnreg {cap}' if cap else ''} {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
+    ta._FWD_OVERRIDE = ta._FWD_MAXNREG = None
     ta._ONE_LOOP = ta._IF_MASK = False
     for ms, cfg in sorted(res)[:5]:
         print(f"best {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} useful TFLOP/s")
@@ -73,11 +80,14 @@ def main(argv=None):
         f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
         sets = [dict(default)]
         for kv_n, kv_m, kvw, kvs in ((128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
-                                     (64, 64, 4, 2), (128, 128, 8, 2)):
+                                     (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 32, 4, 3),
+                                     (128, 128, 8, 2)):
             sets.append(dict(default, kv_n=kv_n, kv_m=kv_m, kv_warps=kvw, kv_stages=kvs))
         for dq_m, dq_n, dqw, dqs in ((128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
-                                     (64, 64, 4, 2)):
+                                     (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)):
             sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw, dq_stages=dqs))
+        sets.append(dict(default, kv_n=64, kv_m=32, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4,
+                         dq_stages=2))
         for t in sets:
             ta._blocks = lambda *_, t=t: t  # noqa: E731
             try:

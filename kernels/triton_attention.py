@@ -732,38 +732,33 @@ def _fold_partials_kernel(P, PL, P2, PL2, n_chunks, n_out, FAN: tl.constexpr, HE
                           G_PAD: tl.constexpr, LSE: tl.constexpr):
     """One level of a reduction tree over per-chunk partials: chunks [FAN*i, FAN*(i+1)) of one
     (batch, head) of (B*H, n_chunks, G_PAD, D) fp32 partials ``P`` into chunk i of ``P2``
-    (B*H, n_out, G_PAD, D), in order (deterministic). ``LSE``: the partials are normalised outputs with
-    log2-unit LSEs ``PL`` (B*H, n_chunks, G_PAD), merged by log-sum-exp into ``P2``, ``PL2``; else plain
-    sums. Many programs, each walking FAN chunks, where one program per head would walk them all."""
+    (B*H, n_out, G_PAD, D). ``LSE``: the partials are normalised outputs with log2-unit LSEs ``PL``
+    (B*H, n_chunks, G_PAD), merged by log-sum-exp into ``P2``, ``PL2``; else plain sums. The FAN
+    chunks load as one (FAN, G_PAD, D) tile, all in flight at once (a loop over them waited on memory
+    once per chunk), and reduce in a fixed order: deterministic."""
     pid_o = tl.program_id(0)
     pid_z = tl.program_id(1).to(tl.int64)
+    offs_c = pid_o * FAN + tl.arange(0, FAN)
     offs_g = tl.arange(0, G_PAD)
-    gsl = offs_g[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :]
-    c0 = pid_o * FAN
-    c1 = tl.minimum(c0 + FAN, n_chunks)
-    base = P + pid_z * n_chunks * (G_PAD * HEAD_DIM)
-    acc = tl.zeros([G_PAD, HEAD_DIM], dtype=tl.float32)
-    m = tl.zeros([G_PAD], dtype=tl.float32) - 1.0e30
-    s = tl.zeros([G_PAD], dtype=tl.float32)
-    for c in range(c0, c1):
-        oc = tl.load(base + c * (G_PAD * HEAD_DIM) + gsl)
-        if LSE:
-            lc = tl.load(PL + (pid_z * n_chunks + c) * G_PAD + offs_g)
-            m_new = tl.maximum(m, lc)
-            alpha = tl.math.exp2(m - m_new)
-            beta = tl.math.exp2(lc - m_new)
-            s = s * alpha + beta
-            acc = acc * alpha[:, None] + oc * beta[:, None]
-            m = m_new
-        else:
-            acc += oc
+    offs_d = tl.arange(0, HEAD_DIM)
+    c_in = offs_c < n_chunks
+    rows = pid_z * n_chunks + offs_c.to(tl.int64)  # (FAN,)
+    tile = (rows[:, None, None] * G_PAD + offs_g[None, :, None]) * HEAD_DIM + offs_d[None, None, :]
+    oc = tl.load(P + tile, mask=c_in[:, None, None], other=0.0)  # (FAN, G_PAD, D)
     out = pid_z * n_out + pid_o
+    gsl = offs_g[:, None] * HEAD_DIM + offs_d[None, :]
     if LSE:
+        lc = tl.load(PL + rows[:, None] * G_PAD + offs_g[None, :], mask=c_in[:, None], other=float("-inf"))
+        m = tl.maximum(tl.max(lc, 0), -1.0e30)  # finite: chunks that saw nothing weigh exactly 0
+        beta = tl.math.exp2(lc - m[None, :])
+        s = tl.sum(beta, 0)
+        acc = tl.sum(oc * beta[:, :, None], 0)
         empty = s == 0.0
         s_safe = tl.where(empty, 1.0, s)
-        acc = acc / s_safe[:, None]
         tl.store(PL2 + out * G_PAD + offs_g, tl.where(empty, float("-inf"), m + tl.math.log2(s_safe)))
-    tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, acc)
+        tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, acc / s_safe[:, None])
+    else:
+        tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, tl.sum(oc, 0))
 
 
 @triton.jit(do_not_specialize=["n_chunks", "N"])
@@ -843,6 +838,7 @@ def _gather_globals_kernel(IDX, KPM, Q, K, V, QGI, GPOS, QG, KG, VG,
 _FWD_OVERRIDE = None  # (BLOCK_M, BLOCK_N, num_warps, num_stages): kernels/bench_tiles.py
 _ONE_LOOP = False  # True: mask every band block in one loop (kernels/bench_tiles.py compares)
 _IF_MASK = False  # with _FWD_OVERRIDE: one loop, band edges masked behind a branch (see _blocks' fwd_if)
+_FWD_MAXNREG = None  # a register cap per thread for the forward band kernel (kernels/bench_tiles.py)
 
 
 def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
@@ -870,12 +866,11 @@ def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
         return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=64, kv_m=32, kv_warps=4,
                     kv_stages=3, dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
     if head_dim == 64:
-        tiles = dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, fwd_if=False, kv_n=64, kv_m=64, kv_warps=4,
-                     kv_stages=2)
-    else:  # d = 16, 32
-        tiles = dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=128, kv_m=32, kv_warps=4,
-                     kv_stages=3)
-    return dict(tiles, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+        return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, fwd_if=False, kv_n=64, kv_m=32, kv_warps=4,
+                    kv_stages=2, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+    # d = 16, 32
+    return dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=64, kv_m=32, kv_warps=4,
+                kv_stages=2, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
 
 
 def _fwd_tiles(head_dim: int, dtype: torch.dtype) -> tuple:
@@ -982,7 +977,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     parts = _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
                        qg=qg if g_pad and global_qkv is None else None)
     if g_pad:
-        po, pl = _fold(*parts) if parts is not None else _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)
+        po, pl = _fold(*(parts or _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)))
         n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -997,12 +992,15 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
 # each) instead of two passes that re-read Q, dO and K, V, when the tile is at most _PART_MAX_GPAD wide
 # (the partials then take at most one more Q-sized buffer) and n is at most _PART_MAX_N: measured on an
 # H100 at G = 16, the backward gained 13% at 4k, 6% at 64k, 3% at 256k and 1% at 1M, where 1.6 GB of
-# partials would buy nothing. Partials are folded _FOLD_FAN at a time until at most _FOLD_MAX remain
-# for the final per-head kernel. Under the interpreter small numbers make the CPU tests' shapes take
-# every branch.
+# partials would buy nothing. All per-chunk partials (these and the separate passes') are folded about
+# _FOLD_FAN at a time, in parallel, until at most _FOLD_MAX remain for the final per-head kernels, which
+# walk them one by one (one program per head walking 64 chunks took 22 us in the forward merge). The
+# first level reads every partial once, at memory speed: 48 MB of dQ_g partials at 64k, about 16 us,
+# so one wide level beats several narrow ones (8 at a time took twice as long in all). Under the
+# interpreter small numbers make the CPU tests' shapes take every branch.
 _FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
 _PART_MAX_GPAD, _PART_MAX_N = 16, 1 << 18
-_FOLD_FAN, _FOLD_MAX = (2, 3) if _INTERPRET else (32, 64)
+_FOLD_FAN, _FOLD_MAX = (2, 3) if _INTERPRET else (32, 32)
 
 
 def _fold(part, lse2=None):
@@ -1011,12 +1009,13 @@ def _fold(part, lse2=None):
     Returns (part, lse2) in the same layout."""
     while part.shape[2] > _FOLD_MAX:
         B, H, C, g_pad, D = part.shape
-        n_out = triton.cdiv(C, _FOLD_FAN)
+        fan = _FOLD_FAN if _INTERPRET else max(2, _FOLD_FAN * 1024 // (g_pad * D))  # tiles of <= 32k floats
+        n_out = triton.cdiv(C, fan)
         p2 = part.new_empty(B, H, n_out, g_pad, D)
         l2 = part.new_empty(B, H, n_out, g_pad) if lse2 is not None else p2
         _fold_partials_kernel[(n_out, B * H)](part, lse2 if lse2 is not None else part, p2, l2, C, n_out,
-                                              FAN=_FOLD_FAN, HEAD_DIM=D, G_PAD=g_pad, LSE=lse2 is not None,
-                                              num_warps=4)
+                                              FAN=fan, HEAD_DIM=D, G_PAD=g_pad, LSE=lse2 is not None,
+                                              num_warps=8)
         part, lse2 = p2, (l2 if lse2 is not None else None)
     return part, lse2
 
@@ -1049,6 +1048,8 @@ def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dil
             H, N, window, qk_scale)
     grid = (n_mblk, B * H * dilation)
     extra = {} if _INTERPRET else {"num_warps": warps, "num_stages": stages}  # the interpreter ignores both
+    if _FWD_MAXNREG and not _INTERPRET:
+        extra["maxnreg"] = _FWD_MAXNREG
     _fwd_band_kernel[grid](*args, DIL=dilation, HEAD_DIM=D, G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec,
                            FUSE_G=fuse, ONE_LOOP=_ONE_LOOP, IF_MASK=if_mask, BLOCK_M=bm, BLOCK_N=bn, **extra)
     return (po, pl) if fuse else None
@@ -1183,6 +1184,8 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
             vG.stride(0), vG.stride(1), vG.stride(2), kpm.stride(0) if has_kpm else 0,
             H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_KPM=has_kpm,
             DKDV=not fuse, DOT_PREC=prec, num_warps=4)
+        pdq = _fold(pdq)[0]
+        n_chunks = pdq.shape[2]
         if fuse:
             _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)
         else:
