@@ -728,37 +728,22 @@ def _bwd_global_rows_kernel(QG, K, V, DOG, KPM, LSEG2, DeltaG, DK, DV, PDQ,
 
 
 @triton.jit(do_not_specialize=["n_chunks", "n_out"])
-def _fold_partials_kernel(P, PL, P2, PL2, n_chunks, n_out, FAN: tl.constexpr, HEAD_DIM: tl.constexpr,
-                          G_PAD: tl.constexpr, LSE: tl.constexpr):
-    """One level of a reduction tree over per-chunk partials: chunks [FAN*i, FAN*(i+1)) of one
-    (batch, head) of (B*H, n_chunks, G_PAD, D) fp32 partials ``P`` into chunk i of ``P2``
-    (B*H, n_out, G_PAD, D). ``LSE``: the partials are normalised outputs with log2-unit LSEs ``PL``
-    (B*H, n_chunks, G_PAD), merged by log-sum-exp into ``P2``, ``PL2``; else plain sums. The FAN
-    chunks load as one (FAN, G_PAD, D) tile, all in flight at once (a loop over them waited on memory
-    once per chunk), and reduce in a fixed order: deterministic."""
+def _fold_partials_kernel(P, P2, n_chunks, n_out, FAN: tl.constexpr, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
+    """One level of a reduction tree over per-chunk partial sums: chunks [FAN*i, FAN*(i+1)) of one
+    (batch, head) of (B*H, n_chunks, G_PAD, D) fp32 partials ``P`` summed into chunk i of ``P2``
+    (B*H, n_out, G_PAD, D). The FAN chunks load as one (FAN, G_PAD * D) tile, all in flight at once,
+    and reduce in a fixed order: deterministic. Offsets inside the tile are int32 (FAN * G_PAD * D is
+    small); only the tile's base is 64-bit."""
+    GD: tl.constexpr = G_PAD * HEAD_DIM
     pid_o = tl.program_id(0)
     pid_z = tl.program_id(1).to(tl.int64)
-    offs_c = pid_o * FAN + tl.arange(0, FAN)
-    offs_g = tl.arange(0, G_PAD)
-    offs_d = tl.arange(0, HEAD_DIM)
-    c_in = offs_c < n_chunks
-    rows = pid_z * n_chunks + offs_c.to(tl.int64)  # (FAN,)
-    tile = (rows[:, None, None] * G_PAD + offs_g[None, :, None]) * HEAD_DIM + offs_d[None, None, :]
-    oc = tl.load(P + tile, mask=c_in[:, None, None], other=0.0)  # (FAN, G_PAD, D)
-    out = pid_z * n_out + pid_o
-    gsl = offs_g[:, None] * HEAD_DIM + offs_d[None, :]
-    if LSE:
-        lc = tl.load(PL + rows[:, None] * G_PAD + offs_g[None, :], mask=c_in[:, None], other=float("-inf"))
-        m = tl.maximum(tl.max(lc, 0), -1.0e30)  # finite: chunks that saw nothing weigh exactly 0
-        beta = tl.math.exp2(lc - m[None, :])
-        s = tl.sum(beta, 0)
-        acc = tl.sum(oc * beta[:, :, None], 0)
-        empty = s == 0.0
-        s_safe = tl.where(empty, 1.0, s)
-        tl.store(PL2 + out * G_PAD + offs_g, tl.where(empty, float("-inf"), m + tl.math.log2(s_safe)))
-        tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, acc / s_safe[:, None])
-    else:
-        tl.store(P2 + out * (G_PAD * HEAD_DIM) + gsl, tl.sum(oc, 0))
+    c0 = pid_o * FAN
+    offs_c = tl.arange(0, FAN)
+    offs_e = tl.arange(0, GD)
+    c_in = (c0 + offs_c) < n_chunks
+    oc = tl.load(P + (pid_z * n_chunks + c0) * GD + (offs_c[:, None] * GD + offs_e[None, :]), mask=c_in[:, None],
+                 other=0.0)
+    tl.store(P2 + (pid_z * n_out + pid_o) * GD + offs_e, tl.sum(oc, 0))
 
 
 @triton.jit(do_not_specialize=["n_chunks", "N"])
@@ -977,7 +962,7 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
     parts = _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale,
                        qg=qg if g_pad and global_qkv is None else None)
     if g_pad:
-        po, pl = _fold(*(parts or _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)))
+        po, pl = parts or _global_rows_pass(qg, kG, vG, kpm, has_kpm, scale * LOG2E)
         n_chunks = po.shape[2]
         _fwd_global_merge_kernel[(B * H,)](
             po, pl, gpos, out, lse, n_chunks, po.stride(0), po.stride(1), po.stride(2), pl.stride(0), pl.stride(1),
@@ -992,32 +977,29 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
 # each) instead of two passes that re-read Q, dO and K, V, when the tile is at most _PART_MAX_GPAD wide
 # (the partials then take at most one more Q-sized buffer) and n is at most _PART_MAX_N: measured on an
 # H100 at G = 16, the backward gained 13% at 4k, 6% at 64k, 3% at 256k and 1% at 1M, where 1.6 GB of
-# partials would buy nothing. All per-chunk partials (these and the separate passes') are folded about
-# _FOLD_FAN at a time, in parallel, until at most _FOLD_MAX remain for the final per-head kernels, which
-# walk them one by one (one program per head walking 64 chunks took 22 us in the forward merge). The
-# first level reads every partial once, at memory speed: 48 MB of dQ_g partials at 64k, about 16 us,
-# so one wide level beats several narrow ones (8 at a time took twice as long in all). Under the
-# interpreter small numbers make the CPU tests' shapes take every branch.
+# partials would buy nothing. The backward's partial sums (these and the separate passes') are folded
+# about _FOLD_FAN at a time, in parallel, until at most _FOLD_MAX remain for the final per-head kernel,
+# which walks them one by one. Measured on the H100 (fold + final sum of 1,024 chunks of 16 x 64): 34 us
+# with 32 per program, 49 us with 16, 84 us with 8, 40 us for one program per 32 chunks walking them in
+# a loop. The forward's merge walks its at most 64 chunks itself (22 us at 64k; folding them first
+# took a third longer).
+# Under the interpreter small numbers make the CPU tests' shapes take every branch.
 _FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
 _PART_MAX_GPAD, _PART_MAX_N = 16, 1 << 18
 _FOLD_FAN, _FOLD_MAX = (2, 3) if _INTERPRET else (32, 32)
 
 
-def _fold(part, lse2=None):
-    """Reduce (B, H, C, G_PAD, D) fp32 partials (with their (B, H, C, G_PAD) log2 LSEs for a
-    log-sum-exp merge, else summed) to at most _FOLD_MAX chunks, _FOLD_FAN chunks per program per level.
-    Returns (part, lse2) in the same layout."""
+def _fold(part):
+    """Sum (B, H, C, G_PAD, D) fp32 partials over chunks down to at most _FOLD_MAX chunks, about
+    _FOLD_FAN per program per level (same layout out)."""
     while part.shape[2] > _FOLD_MAX:
         B, H, C, g_pad, D = part.shape
         fan = _FOLD_FAN if _INTERPRET else max(2, _FOLD_FAN * 1024 // (g_pad * D))  # tiles of <= 32k floats
         n_out = triton.cdiv(C, fan)
         p2 = part.new_empty(B, H, n_out, g_pad, D)
-        l2 = part.new_empty(B, H, n_out, g_pad) if lse2 is not None else p2
-        _fold_partials_kernel[(n_out, B * H)](part, lse2 if lse2 is not None else part, p2, l2, C, n_out,
-                                              FAN=fan, HEAD_DIM=D, G_PAD=g_pad, LSE=lse2 is not None,
-                                              num_warps=8)
-        part, lse2 = p2, (l2 if lse2 is not None else None)
-    return part, lse2
+        _fold_partials_kernel[(n_out, B * H)](part, p2, C, n_out, FAN=fan, HEAD_DIM=D, G_PAD=g_pad, num_warps=8)
+        part = p2
+    return part
 
 
 def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
@@ -1167,13 +1149,13 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
                 kg.stride(0), kg.stride(1), kg.stride(2), gpos.stride(0),
                 H, N, window, chunk, qk_scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["glob"], G_PAD=g_pad,
                 DOT_PREC=prec, num_warps=4)
-        pdk, pdv = _fold(pdk)[0], _fold(pdv)[0]
+        pdk, pdv = _fold(pdk), _fold(pdv)
         _reduce_rows(pdk, dk, gpos, pdk.shape[2], scale, B, H, N, D, g_pad)
         _reduce_rows(pdv, dv, gpos, pdv.shape[2], 1.0, B, H, N, D, g_pad)
         # (2) the global rows: dQ_g, as per-block partials from the dK/dV kernel or per chunk of keys
         # from a pass over the sequence (which, for separate projections, also makes dK_G / dV_G)
         if part_dq:
-            pdq = _fold(pdq)[0]
+            pdq = _fold(pdq)
             _reduce_rows(pdq, dq, gpos, pdq.shape[2], scale, B, H, N, D, g_pad)
             return dq, dk, dv, dqg, dkG, dvG
         kG, vG = _lastdim_contig(kG), _lastdim_contig(vG)
@@ -1184,7 +1166,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
             vG.stride(0), vG.stride(1), vG.stride(2), kpm.stride(0) if has_kpm else 0,
             H, N, chunk, qk_scale, scale, HEAD_DIM=D, BLOCK_N=t["glob"], G_PAD=g_pad, HAS_KPM=has_kpm,
             DKDV=not fuse, DOT_PREC=prec, num_warps=4)
-        pdq = _fold(pdq)[0]
+        pdq = _fold(pdq)
         n_chunks = pdq.shape[2]
         if fuse:
             _reduce_rows(pdq, dq, gpos, n_chunks, scale, B, H, N, D, g_pad)
