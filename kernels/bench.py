@@ -227,8 +227,8 @@ def bench_hf(n, d, w, G, bwd, ref_max_n):
 
 def warm_process(bwd, n=16_384, d=64, G=16, w=256):
     """A throwaway longdoc call, measured like a row and discarded, before the first row: the one-time
-    costs of a process's first (forward+)backward (the autograd engine's device thread, custom-op and
-    Triton launcher first use, allocator growth) are paid here instead of in the first row. fp16,
+    costs of a process's first (forward+)backward (the autograd engine's device thread, the Triton
+    launchers' first use, allocator growth) are paid here instead of in the first row. fp16,
     which no row uses: the kernels compile apart from every row's bf16 ones, so each row's first-call
     column still holds its own compile. Returns the seconds it took."""
     from .triton_attention import local_global_attention_triton
