@@ -979,9 +979,9 @@ def _fwd(q, k, v, global_idx, key_padding_mask, qg_in, kG_in, vG_in, window, dil
 # H100 at G = 16, the backward gained 13% at 4k, 6% at 64k, 3% at 256k and 1% at 1M, where 1.6 GB of
 # partials would buy nothing. The backward's partial sums (these and the separate passes') are folded
 # about _FOLD_FAN at a time, in parallel, until at most _FOLD_MAX remain for the final per-head kernel,
-# which walks them one by one. Measured on the H100 (fold + final sum of 1,024 chunks of 16 x 64): 34 us
-# with 32 per program, 49 us with 16, 84 us with 8, 40 us for one program per 32 chunks walking them in
-# a loop. The forward's merge walks its at most 64 chunks itself (22 us at 64k; folding them first
+# which walks them one by one. Measured on the H100 by a one-off micro-benchmark (not in the
+# repository; fold + final sum of 1,024 chunks of 16 x 64): 34 us with 32 per program, 49 us with 16,
+# 84 us with 8, 40 us for one program per 32 chunks walking them in a loop. The forward's merge walks its at most 64 chunks itself (22 us at 64k; folding them first
 # took a third longer).
 # Under the interpreter small numbers make the CPU tests' shapes take every branch.
 _FUSE_MAX_CHUNKS = 6 if _INTERPRET else 64
