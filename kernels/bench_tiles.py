@@ -27,9 +27,15 @@ def main(argv=None):
                    help="q, k, v as head views of one (1, n, 3, H, d) projection, as the encoder holds them")
     p.add_argument("--fwd-configs", default="",
                    help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
+    p.add_argument("--kv-configs", default="",
+                   help="with --bwd: ';'-separated dK/dV kv_n,kv_m,warps,stages to time (default: a fixed set)")
+    p.add_argument("--dq-configs", default="",
+                   help="with --bwd: ';'-separated dQ dq_m,dq_n,warps,stages to time (default: a fixed set)")
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--if-mask", action="store_true", help="also time each config as one loop, edges masked by a branch")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
+    p.add_argument("--resources", action="store_true",
+                   help="at the end, registers, spills and shared memory of every variant compiled")
     p.add_argument("--maxnreg", default="0",
                    help="','-separated register caps per thread to time each forward config under (0: none)")
     p.add_argument("--fuse-globals", action="store_true",
@@ -78,16 +84,21 @@ def main(argv=None):
         base = ta._blocks
         default = base(a.d, torch.bfloat16)
         f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
+
+        def parse(spec, fallback):
+            return [tuple(int(x) for x in c.split(",")) for c in spec.split(";")] if spec else fallback
+
+        kv_sets = parse(a.kv_configs, [(128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
+                                       (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 32, 4, 3),
+                                       (128, 128, 8, 2)])
+        dq_sets = parse(a.dq_configs, [(128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
+                                       (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)])
         sets = [dict(default)]
-        for kv_n, kv_m, kvw, kvs in ((128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
-                                     (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 32, 4, 3),
-                                     (128, 128, 8, 2)):
-            sets.append(dict(default, kv_n=kv_n, kv_m=kv_m, kv_warps=kvw, kv_stages=kvs))
-        for dq_m, dq_n, dqw, dqs in ((128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
-                                     (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)):
-            sets.append(dict(default, dq_m=dq_m, dq_n=dq_n, dq_warps=dqw, dq_stages=dqs))
-        sets.append(dict(default, kv_n=64, kv_m=32, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4,
-                         dq_stages=2))
+        sets += [dict(default, kv_n=n_, kv_m=m_, kv_warps=w_, kv_stages=s_) for n_, m_, w_, s_ in kv_sets]
+        sets += [dict(default, dq_m=m_, dq_n=n_, dq_warps=w_, dq_stages=s_) for m_, n_, w_, s_ in dq_sets]
+        if not (a.kv_configs or a.dq_configs):
+            sets.append(dict(default, kv_n=64, kv_m=32, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4,
+                             dq_stages=2))
         for t in sets:
             ta._blocks = lambda *_, t=t: t  # noqa: E731
             try:
@@ -115,6 +126,10 @@ def main(argv=None):
                 torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    if a.resources:
+        from .occupancy import report
+
+        report()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,13 @@ def main():
         out = ta.local_global_attention_triton(q, k, v, window=256, global_idx=g)
         torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
     torch.cuda.synchronize()
+    report()
+
+
+def report():
+    """One line per compiled variant of the main kernels in this process (bench_tiles --resources)."""
+    from . import triton_attention as ta
+
     props = torch.cuda.get_device_properties(0)
     print("SMs", props.multi_processor_count, "regs/SM 65536, smem/SM 228 KiB")
     for name in ["_fwd_band_kernel", "_bwd_dkdv_band_kernel", "_bwd_dq_band_kernel", "_fwd_global_rows_kernel",
@@ -30,6 +37,8 @@ def main():
         for cache in fn.device_caches.values():
             kc = cache[0] if isinstance(cache, tuple) else cache
             for kern in kc.values():
+                if not hasattr(kern, "n_regs"):  # compiled but never loaded (it failed for lack of resources)
+                    continue
                 md = kern.metadata
                 warps = md.num_warps
                 threads = 32 * warps

@@ -61,6 +61,8 @@ CASES = [
     (2, 4, 65_536 + 77, 64, 256, 1, 16, True, True, False, torch.bfloat16, True),
     (1, 2, 65_536, 32, 256, 2, 16, False, False, True, torch.bfloat16, True),
     (1, 2, 32_768, 128, 512, 1, 64, True, False, False, torch.bfloat16, True),
+    (2, 2, 20_000 + 33, 128, 256, 1, 16, True, True, False, torch.bfloat16, True),  # d = 128, the partials
+    (1, 2, 700, 128, 256, 2, 3, False, True, False, torch.float16, True),  # d = 128, n < 2w + 1 per residue
     (2, 2, 20_000, 64, 256, 4, 16, True, True, True, torch.float16, True),
     (1, 2, 8_192, 64, 128, 1, 16, True, True, False, torch.float32, True),
     (1, 1, 300, 64, 256, 1, 0, False, False, False, torch.bfloat16, True),  # n < 2w + 1
