@@ -3,6 +3,7 @@
     python -m longdoc.kernels.bench --ref-max-n 65536   # the table in docs/kernels.md (about 4 minutes on an H100)
     python -m longdoc.kernels.bench --quick    # d=64, w=256, G in 0/16, n in 16k/64k; no peers but SDPA
     python -m longdoc.kernels.bench --n 65536 --G 16 --d 64 --w 256 --peers flex,sdpa,hf
+    python -m longdoc.kernels.bench --n 65536 --G 0 --peers blocks-cudnn,blocks-flash   # the dense ceiling
 
 Columns: median ms (CUDA events, triton.testing.do_bench), useful TFLOP/s (only the FLOPs inside the
 mask, BENCHMARKS.md: forward 4*d*H*(n*(2w+1) + 2*n*G), forward+backward 3.5x that, the usual count
@@ -288,7 +289,8 @@ def main(argv=None):
     p.add_argument("--G", default="0,16,64")
     p.add_argument("--d", default="32,64,128")
     p.add_argument("--w", default="256,512")
-    p.add_argument("--peers", default="flex,sdpa,hf")
+    p.add_argument("--peers", default="flex,sdpa,hf,blocks-cudnn",
+                   help="any of flex, sdpa, hf, blocks-cudnn, blocks-flash (see bench_blocks)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--full-grid", action="store_true", help="every combination (else: sweeps around d=64, w=256, G=16)")
     p.add_argument("--ref-max-n", type=int, default=262_144)
