@@ -167,6 +167,18 @@ def bench_sdpa(n, d, w, G, bwd, ref_max_n):
 _FLEX = {}
 
 
+def dense_blocks(q, k, v, w, bm=128):
+    """(1, H, n, d) inputs, n a multiple of bm -> query blocks (n/bm, H, bm, d) and, for each, the
+    bm + 2w keys and values around it, (n/bm, H, bm + 2w, d), zeros past either end."""
+    import torch.nn.functional as F
+
+    _, H, n, d = q.shape
+    nb, span = n // bm, bm + 2 * w
+    qb = q[0].view(H, nb, bm, d).transpose(0, 1).contiguous()
+    kb, vb = (F.pad(t[0], (0, 0, w, w)).unfold(1, span, bm).permute(1, 0, 3, 2).contiguous() for t in (k, v))
+    return qb, kb, vb
+
+
 def bench_blocks(n, d, w, G, bwd, ref_max_n, backend="cudnn"):
     """A ceiling, not a peer that computes the band: longdoc's forward tiles run as dense attention.
     Each 128-row query block attends to all 128 + 2w keys around it in one dense SDPA call (no mask, no
@@ -179,11 +191,10 @@ def bench_blocks(n, d, w, G, bwd, ref_max_n, backend="cudnn"):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     bm, span = 128, 128 + 2 * w
-    nb = -(-n // bm)
-    q, k, v, _ = make_inputs(nb * bm, d, 0)
+    q, k, v, _ = make_inputs(-(-n // bm) * bm, d, 0)
     H = q.shape[1]
-    qb = q.view(H, nb, bm, d).transpose(0, 1).contiguous()  # (nb, H, bm, d)
-    kb, vb = (F.pad(t, (0, 0, w, w)).unfold(2, span, bm)[0].permute(1, 0, 3, 2).contiguous() for t in (k, v))
+    qb, kb, vb = dense_blocks(q, k, v, w, bm)
+    nb = qb.shape[0]
     del q, k, v
     for t in (qb, kb, vb):
         t.requires_grad_(bwd)

@@ -158,3 +158,21 @@ def test_band_is_exactly_radius_w():
         v2[0, 0, j] += 1.0
         changed = not torch.allclose(local_global_attention_reference(q, k, v2, window=w)[0, 0, 20], base[0, 0, 20])
         assert changed == inside, j
+
+
+def test_bench_dense_blocks_hold_every_band_key():
+    """The benchmark's dense-block ceiling (kernels/bench.py) must give each query block every key of
+    its rows' bands: masked back to the band, the blocks reproduce the reference's output."""
+    from longdoc.kernels.bench import dense_blocks
+
+    H, n, d, w, bm = 2, 512, 8, 64, 128
+    q, k, v = (torch.randn(1, H, n, d, dtype=torch.float64) for _ in range(3))
+    qb, kb, vb = dense_blocks(q, k, v, w, bm)
+    assert qb.shape == (n // bm, H, bm, d) and kb.shape == vb.shape == (n // bm, H, bm + 2 * w, d)
+    qpos = torch.arange(n).view(n // bm, 1, bm, 1)
+    kpos = (torch.arange(n // bm) * bm - w).view(-1, 1, 1, 1) + torch.arange(bm + 2 * w).view(1, 1, 1, -1)
+    keep = ((qpos - kpos).abs() <= w) & (kpos >= 0) & (kpos < n)
+    s = (qb @ kb.transpose(-1, -2)) / math.sqrt(d)
+    out = torch.softmax(s.masked_fill(~keep, -math.inf), -1) @ vb  # (n/bm, H, bm, d)
+    ref = local_global_attention_reference(q, k, v, window=w)
+    torch.testing.assert_close(out.transpose(0, 1).reshape(1, H, n, d), ref, rtol=1e-10, atol=1e-10)
