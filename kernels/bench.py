@@ -8,8 +8,9 @@
 Columns: median ms (CUDA events, triton.testing.do_bench), useful TFLOP/s (only the FLOPs inside the
 mask, BENCHMARKS.md: forward 4*d*H*(n*(2w+1) + 2*n*G), forward+backward 3.5x that, the usual count
 for attention: the backward does 5 matmuls against the forward's 2), executed TFLOP/s (the FLOPs the
-kernel actually issues, tile waste included; longdoc only), peak GiB (torch.cuda.max_memory_allocated
-during the call, inputs included), first-call seconds (compile; 0.0 means no recompile),
+kernel actually issues, tile waste included; longdoc and the dense blocks only), peak GiB
+(torch.cuda.max_memory_allocated during the call, inputs included), first-call seconds (compile; 0.0
+means no recompile),
 and the max relative error (||out - ref|| / ||ref||, over out and, for fwd+bwd, dq/dk/dv) against the
 blocked fp32 reference (checked up to ``--ref-max-n`` tokens).
 
