@@ -17,6 +17,12 @@ def test_bm25_unknown_words_and_empty_corpus():
     assert retrieve.lexical_scores([], ["q"]).shape == (1, 0)
 
 
+def test_bm25_corpus_of_stop_words_scores_zero():
+    """A document of stop words and one-letter tokens leaves BM25 no vocabulary (bm25s raised on it)."""
+    out = retrieve.lexical_scores(["To be or not to be.", "A B"], ["what is it?", "be"])
+    assert out.shape == (2, 2) and not out.any()
+
+
 def test_ranks_and_fusion():
     a = np.array([[3.0, 1.0, 2.0]])
     b = np.array([[0.0, 5.0, 4.0]])

@@ -33,9 +33,11 @@ def lexical_scores(passages: list[str], queries: list[str], *, stem: bool = True
         return np.zeros((len(queries), 0), dtype=np.float32)
     stem = stemmer() if stem else None
     corpus = bm25s.tokenize(passages, stopwords="en" if stem else None, stemmer=stem, show_progress=False)
+    out = np.zeros((len(queries), len(passages)), dtype=np.float32)
+    if not corpus.vocab:  # only stop words and one-letter tokens ("To be or not to be."): nothing to match
+        return out
     retriever = bm25s.BM25()
     retriever.index(corpus, show_progress=False)
-    out = np.zeros((len(queries), len(passages)), dtype=np.float32)
     for qi, q in enumerate(queries):
         words = re.findall(_WORD, q.lower())
         words = stem.stemWords(words) if stem else words
