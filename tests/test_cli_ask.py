@@ -91,6 +91,21 @@ def test_questions_file_and_exit_1_when_nothing_clears(tiny_model_dir, contract,
     assert r.returncode == 1 and r.stdout == ""
 
 
+def test_questions_in_any_encoding(tiny_model_dir, contract, tmp_path):
+    """A questions file is decoded as documents are (UTF-16 here), and a non-UTF-8 byte in an argument
+    (a lone surrogate in Python) becomes U+FFFD instead of a UnicodeEncodeError traceback."""
+    qf = tmp_path / "q16.txt"
+    qf.write_text("payment terms?\nconfidentiality \u2013 o\u00f9?\n", encoding="utf-16")
+    common = ["--json", "--threshold", "-1", "--model", str(tiny_model_dir)]
+    r = invoke(["ask", str(contract), "--questions-file", str(qf), *common])
+    assert r.returncode == 0, r.stderr
+    assert [a["question"] for a in json.loads(r.stdout)] == ["payment terms?", "confidentiality \u2013 o\u00f9?"]
+    r = subprocess.run([sys.executable, "-m", "longdoc", "ask", str(contract), b"payment \xe9?", *common],
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.decode())[0]["question"] == "payment \ufffd?"
+
+
 @pytest.mark.parametrize("args,needle", [
     (["ask", "/nonexistent/file.txt", "q?"], "no such file"),
     (["ask", "{contract}", ""], "empty question"),

@@ -14,9 +14,14 @@ from longdoc.errors import LongdocError
 
 
 def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
-    qs = list(questions)
-    if questions_file is not None:
-        qs += [line.strip() for line in questions_file.read().splitlines() if line.strip()]
+    from longdoc.sources.text import decode_text
+
+    # A non-UTF-8 byte in an argument reaches Python as a lone surrogate, which no encoder accepts:
+    # back to its bytes, then U+FFFD for the bytes that are not UTF-8.
+    qs = [q.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for q in questions]
+    if questions_file is not None:  # any encoding the document loader reads (UTF-16, cp1252, ...)
+        text = decode_text(questions_file.read(), questions_file.name)[0]
+        qs += [line.strip() for line in text.splitlines() if line.strip()]
     if not qs:
         raise LongdocError("no question given (pass QUESTION arguments or --questions-file)")
     if any(not q.strip() for q in qs):
@@ -81,7 +86,7 @@ def _text_size(path: str) -> int | None:
 @click.option("--threshold", type=float, default=None,
               help="Keep every passage whose probability is at least this. Default: the top k, or none "
                    "when the answer head judges that the document does not answer the question.")
-@click.option("--questions-file", type=click.File("r", encoding="utf-8"), help="One question per line.")
+@click.option("--questions-file", type=click.File("rb"), help="One question per line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per question.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per result, streamed.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
