@@ -158,3 +158,20 @@ def test_cli_directory_skips_unreadable_files(tmp_path):
     out = json.loads(r.stdout)
     assert [f["path"] for f in out["files"]] == [str(tmp_path / "ok.txt")]
     assert "skipped" in r.stderr and "junk.bin" in r.stderr
+
+
+@pytest.mark.usefixtures("home")
+def test_cli_encrypted_pdf_with_password(tmp_path):
+    """The loader's message tells the user to pass --password; `tokens` takes it, as ask does."""
+    from pypdf import PdfReader, PdfWriter
+
+    w = PdfWriter()
+    w.append(PdfReader(make_pdf(tmp_path / "plain.pdf", ["Exhibit B. Payment terms apply."])))
+    w.encrypt(user_password="pw", algorithm="AES-256")
+    secret = tmp_path / "secret.pdf"
+    with open(secret, "wb") as f:
+        w.write(f)
+    r = run(["tokens", str(secret)])
+    assert "give its password with --password" in str(r.exception)
+    got = _json(["--password", "pw", str(secret)])["files"][0]
+    assert got["chars"] > 20 and got["cl100k_base"] > 5

@@ -27,7 +27,8 @@ def _files(path: str):
 @click.argument("paths", nargs=-1, required=True, callback=nonempty_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: files, total, windows.")
 @click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (its tokenizer is used).")
-def command(paths, as_json, model):
+@click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
+def command(paths, as_json, model, password):
     """Count the tokens of each PATH (a PDF, text, Markdown or code file, a directory, '-' for stdin)
     with the model's tokenizer and tiktoken's cl100k_base and o200k_base; show which context windows
     the total fits.
@@ -47,7 +48,7 @@ def command(paths, as_json, model):
             raise LongdocError(f"{path}: no such file or directory")
         for file, named in _files(path):
             try:  # read in blocks, never whole (longdoc/tokens.py: the counts equal the whole text's)
-                counts.append(tk.count_chunks(stream(file).chunks, file, tokenizer=tokenizer))
+                counts.append(tk.count_chunks(stream(file, password=password).chunks, file, tokenizer=tokenizer))
             except LongdocError as e:
                 if named:
                     raise
