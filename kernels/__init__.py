@@ -20,6 +20,14 @@ def _on_triton(q: torch.Tensor) -> bool:
             and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and q.shape[-1] in (16, 32, 64, 128))
 
 
+def _reach(window: int, dilation: int, n: int) -> int:
+    """The window clamped to the longest distance a sequence of n holds: the same keys, and no band
+    buffer sized by a radius of, say, 10^8 (the blocked reference allocates per row block c + 2w)."""
+    if window < 0 or dilation < 1:
+        return window  # left for the implementations' own checks
+    return min(window, -(-(n - 1) // dilation)) if n > 1 else 0
+
+
 def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int, dilation: int = 1,
                            global_idx=None, key_padding_mask=None, global_qkv=None, scale=None,
                            return_lse: bool = False, out: torch.Tensor | None = None):
@@ -30,6 +38,7 @@ def local_global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     ``out``: an optional (B, N, H, D) buffer for the output, which is then a (B, H, N, D) view of it
     (the CPU reference writes into it directly; the Triton path copies into it).
     """
+    window = _reach(window, dilation, q.shape[2])
     if _on_triton(q):
         res = local_global_attention_triton(q, k, v, window=window, dilation=dilation, global_idx=global_idx,
                                             key_padding_mask=key_padding_mask, global_qkv=global_qkv,
@@ -58,6 +67,7 @@ def band_with_tile(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tile_k: to
     S = tile_k.shape[2]
     if L == 0:
         return q.new_zeros(B, H, 0, D)
+    window = _reach(window, dilation, L)  # the run's rows reach no further than the run
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, tile_k, tile_v))
     if _on_triton(q) and not grad:
         return band_with_tile_triton(q, k, v, tile_k, tile_v, tile_valid, window=window, dilation=dilation,

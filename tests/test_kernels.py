@@ -146,6 +146,25 @@ def test_dispatch_cpu_uses_reference():
     assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_window_past_the_sequence_is_full_reach_without_the_memory(dilation):
+    """A radius of 10^9 (a user's --window) means every key in reach: the same output as the dense
+    oracle, computed with the window clamped to the sequence (it used to size band buffers by w)."""
+    from longdoc.kernels import band_with_tile
+
+    N = 37
+    q, k, v = (torch.randn(1, 2, N, 8, dtype=torch.float64) for _ in range(3))
+    gidx = torch.tensor([[0, 20]])
+    out = local_global_attention(q, k, v, window=10**9, dilation=dilation, global_idx=gidx)
+    ref, _ = local_global_attention_dense(q, k, v, window=N, dilation=dilation, global_idx=gidx)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    tk, tv = torch.randn(1, 2, 3, 8, dtype=torch.float64), torch.randn(1, 2, 3, 8, dtype=torch.float64)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    huge = band_with_tile(q, k, v, tk, tv, valid, window=10**9, dilation=dilation)
+    torch.testing.assert_close(huge, band_with_tile(q, k, v, tk, tv, valid, window=N, dilation=dilation),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_band_is_exactly_radius_w():
     """A single key moved just inside / outside the band changes / does not change the output."""
     N, w = 40, 5
