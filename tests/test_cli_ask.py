@@ -106,6 +106,15 @@ def test_questions_in_any_encoding(tiny_model_dir, contract, tmp_path):
     assert json.loads(r.stdout.decode())[0]["question"] == "payment \ufffd?"
 
 
+def test_out_of_memory_is_one_line_exit_2(tiny_model_dir, contract):
+    """A setting whose buffers cannot be allocated (here 10^9 LSH buckets: a random rotation of about
+    10^12 bytes) is an error message, not an allocator traceback."""
+    r = invoke(["ask", str(contract), "payment?", "--attention", "lsh:buckets=999999999",
+                "--model", str(tiny_model_dir)])
+    assert r.returncode == 2 and r.stderr.startswith("longdoc: error: out of memory")
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args,needle", [
     (["ask", "/nonexistent/file.txt", "q?"], "no such file"),
     (["ask", "{contract}", ""], "empty question"),

@@ -84,6 +84,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("longdoc: interrupted", err=True)
         sys.exit(130)
+    except (MemoryError, RuntimeError) as e:
+        # torch reports a failed CPU allocation as a RuntimeError and a CUDA one as OutOfMemoryError
+        # (a RuntimeError too); any other RuntimeError is a bug and keeps its traceback.
+        if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+                or "can't allocate memory" in str(e)):
+            raise
+        click.echo("longdoc: error: out of memory (a smaller --window or --attention setting, fewer "
+                   "--devices or a shorter input needs less)", err=True)
+        sys.exit(2)
     except BrokenPipeError:
         # `longdoc ask ... | head`: the reader left; not an error of ours.
         os._exit(0)
