@@ -82,7 +82,7 @@ def segment(doc: Document, *, max_chars: int = DEFAULT_MAX_CHARS,
         for i, (s, e) in enumerate(_split(text, b.start, b.end, max_chars, code=code)):
             # only the first piece opens the section or unit
             pieces.append(_Block(s, e, b.kind, b.label, atomic=b.atomic, hard=b.hard and i == 0))
-    merged = _merge(pieces, max_chars, min_chars, code=doc.kind == "code")
+    merged = _merge(pieces, max_chars, min_chars, code=doc.kind == "code", text=text)
     return [Segment(b.start, b.end, b.kind, b.label) for b in merged]
 
 
@@ -308,7 +308,7 @@ def _best_cut(text: str, lo: int, target: int, hi: int, code: bool) -> int | Non
     return None
 
 
-def _merge(blocks: list[_Block], max_chars: int, min_chars: int, *, code: bool) -> list[_Block]:
+def _merge(blocks: list[_Block], max_chars: int, min_chars: int, *, code: bool, text: str = "") -> list[_Block]:
     def size(b):
         return b.end - b.start
 
@@ -316,7 +316,10 @@ def _merge(blocks: list[_Block], max_chars: int, min_chars: int, *, code: bool) 
     for b in blocks:
         if out:
             last = out[-1]
-            if (b.end - last.start <= max_chars and not b.atomic and not last.atomic
+            # A short block that ends its page (a footer, a page number) does not absorb the next
+            # page's text: the passage would be cited at the footer's page. A heading still does.
+            page_end = not last.heading and "\f" in text[last.end:b.start]
+            if (b.end - last.start <= max_chars and not b.atomic and not last.atomic and not page_end
                     and (last.heading or (size(last) < min_chars and not b.hard))):
                 if last.heading:  # headings join their body, labelled by the most specific number
                     out[-1] = _Block(last.start, b.end, _merged_kind(last, b), b.label or last.label,

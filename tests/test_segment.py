@@ -135,6 +135,23 @@ def test_pdf_page_breaks_separate_blocks():
     assert [d.page_of(c.start) for c in cl] == [1, 2]
 
 
+def test_page_footer_does_not_carry_the_next_page():
+    """A page's short last block (its page number) is not merged forward: the next page's text starts
+    its own passage, so the passage is cited at the page that holds it. A heading at the foot of a
+    page still joins its body on the next page."""
+    body = "The parties shall keep the terms of this Agreement confidential and use them only for it. " * 3
+    cont = "be subject to and the parties' rights under the Confidentiality Agreement, which survives. " * 3
+    text = body + "\n\n15\n\f\n" + cont + "\n\nCONFIDENTIALITY\n\f\n" + body
+    starts = (0, text.index("be subject"), text.index("CONFIDENTIALITY\n") + 17)
+    d = Document("t.pdf", text, "pdf", page_starts=starts)
+    segs = segment(d)
+    check_invariants(d, segs, DEFAULT_MAX_CHARS)
+    first = next(sg for sg in segs if "be subject" in text[sg.start:sg.end])
+    assert text[first.start:].startswith("be subject") and d.page_of(first.start) == 2
+    head = next(sg for sg in segs if "CONFIDENTIALITY" in text[sg.start:sg.end])
+    assert text[head.start:head.end].startswith("CONFIDENTIALITY") and text[head.start:head.end].endswith("it.")
+
+
 def test_markdown_headings_label_their_sections():
     md = """# Install
 
