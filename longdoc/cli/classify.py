@@ -24,8 +24,28 @@ def _common(f):
     return f
 
 
-@click.command("classify", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("files", nargs=-1, required=True, callback=nonempty_paths)
+def _read(engine, path: str, password: str | None):
+    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still classified)."""
+    if path != "-" and not os.path.exists(path):
+        raise LongdocError(f"{path}: no such file")
+    doc = engine.load(path, password=password)
+    if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
+        raise LongdocError(f"{path}: no text to classify")
+    return doc
+
+
+def _file_error(e: LongdocError, as_json: bool) -> None:
+    """A FILE that could not be read: one line on stderr, in the form main() gives a fatal error."""
+    from longdoc.render import error_json
+
+    if as_json:
+        error_json(str(e))
+    else:
+        click.echo("longdoc: error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)
+
+
+@click.command("classify", no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", callback=nonempty_paths)
 @click.option("--labels", "labels_spec", help='Comma-separated labels, e.g. "NDA,lease,employment agreement".')
 @click.option("--labels-file", type=click.Path(dir_okay=False),
               help="A label per line: name, or name<TAB>description, or 'name: description'.")
@@ -44,7 +64,15 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
     with a head trained by `longdoc classify train`; show the calibrated score and the passages
     (page/line) that drove it.
 
-    Exit status: 0 when every file got a label, 1 when a file got none (--multi), 2 on error.
+    `longdoc classify train DIR --out HEAD` trains a head instead (see `longdoc classify train
+    --help`); a FILE named train is therefore given as ./train.
+
+    A FILE that cannot be read (missing, a scan without a text layer, empty) does not stop the others:
+    its one-line error goes to stderr ({"error": ...} with --json or --jsonl) and it is left out of
+    stdout, which holds the results of the files read (with --json, one array, empty if none was).
+
+    Exit status: 0 when every file got a label, 1 when a file got none (--multi), 2 on error,
+    including when any FILE could not be read.
     """
     from longdoc import render, render_classify
     from longdoc.tasks import classify as C
@@ -69,28 +97,33 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
             labels = C.parse_labels(labels_spec)
         if labels is not None and mode == "single" and len(labels) < 2:
             raise LongdocError("a single-label choice needs at least 2 labels (or use --multi)")
-        for path in files:
-            if path != "-" and not os.path.exists(path):
-                raise LongdocError(f"{path}: no such file")
         from longdoc.tasks.ask import Engine
 
         engine = Engine(model=model, window=window, use_cache=not no_cache)
+        failed = 0
         for path in files:
-            doc = engine.load(path, password=password)
-            if not doc.text.strip():
-                raise LongdocError(f"{path}: no text to classify")
+            # Only reading is per FILE: an error of the model or the head would recur on every FILE,
+            # so it still stops the run.
+            try:
+                doc = _read(engine, path, password)
+            except LongdocError as e:
+                _file_error(e, as_json or as_jsonl)
+                failed += 1
+                continue
             r = C.classify(doc, labels, engine=engine, mode=mode, head=head, evidence=evidence)
             results.append(r)
             if as_jsonl:
                 render_classify.classify_jsonl_one(r)
     if as_json:
         render_classify.classify_json(results)
-    elif not as_jsonl:
+    elif not as_jsonl and results:  # no empty table when no FILE could be read
         out = render.console(color=color)
         if out.is_terminal:
             render_classify.classify_rich(results, out)
         else:
             render_classify.classify_plain(results)
+    if failed:
+        sys.exit(2)
     sys.exit(0 if all(r.mode == "single" or r.present for r in results) else 1)
 
 
@@ -130,25 +163,18 @@ def train(directory, out_path, folds, as_json, color, model, window, no_cache):
 
 
 class _Classify(click.Group):
-    """`classify train DIR ...` runs the trainer; any other first argument is a FILE to classify."""
+    """`longdoc classify train DIR ...` trains a head; anything else is `longdoc classify [OPTIONS] FILE...`.
 
-    def resolve_command(self, ctx, args):
-        if args and args[0] == "train":
-            return super().resolve_command(ctx, args)
-        return "run", run, args
+    The choice is made on the raw arguments, before any parsing: a group would parse the labelling
+    options as its own (and refuse them) when they come before FILE, and would name the command
+    `classify run` in usage lines, a command that does not exist."""
 
-    def format_usage(self, ctx, formatter):
-        formatter.write_usage("longdoc classify", "FILE... [--labels ... | --labels-file F | --preset P | --head H]\n"
-                              "       longdoc classify train DIR --out head.safetensors")
-
-    def format_help_text(self, ctx, formatter):
-        formatter.write_paragraph()
-        formatter.write_text(run.help.split("\n\n")[0])
-        formatter.write_paragraph()
-        formatter.write_text("Run `longdoc classify FILE --help` for the labelling options and "
-                             "`longdoc classify train --help` for training.")
+    def make_context(self, info_name, args, parent=None, **extra):
+        if args and args[0] in self.commands:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        return run.make_context(info_name, args, parent=parent, **extra)
 
 
-command = _Classify("classify", commands={"train": train}, no_args_is_help=True,
-                    context_settings={"help_option_names": ["-h", "--help"]},
+# The group's help is the one-line summary in `longdoc --help`; `longdoc classify --help` is run's.
+command = _Classify("classify", commands={"train": train},
                     help="Label documents zero-shot from label descriptions, or with a trained head.")

@@ -10,8 +10,35 @@ from longdoc.cli import errors_as_json, nonempty_paths
 from longdoc.errors import LongdocError
 
 
+def _read(engine, path: str, password: str | None):
+    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still read)."""
+    if path != "-" and not os.path.exists(path):
+        raise LongdocError(f"{path}: no such file")
+    if engine is not None:
+        doc = engine.load(path, password=password)
+    else:
+        from longdoc.sources import load
+
+        doc = load(path, password=password)
+    if doc.kind == "code":
+        raise LongdocError(f"{path}: is source code; xref reads contracts and other prose")
+    if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
+        raise LongdocError(f"{path}: no text")
+    return doc
+
+
+def _file_error(e: LongdocError, as_json: bool) -> None:
+    """A FILE that could not be read: one line on stderr, in the form main() gives a fatal error."""
+    from longdoc.render import error_json
+
+    if as_json:
+        error_json(str(e))
+    else:
+        click.echo("longdoc: error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)
+
+
 @click.command("xref")
-@click.argument("files", nargs=-1, required=True, callback=nonempty_paths)
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", callback=nonempty_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per file.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "tree", "plain", "dot"]), default="auto",
               show_default=True, help="tree (Rich), plain (tab-separated lines), dot (Graphviz); auto picks "
@@ -36,8 +63,12 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
     name or listed as unresolved; defined terms with their definition and uses, terms used but never
     defined and defined but never used; and pairs of clauses far apart that the encoder finds related.
 
+    A FILE that cannot be read (missing, a scan without a text layer, source code, empty) does not
+    stop the others: its one-line error goes to stderr ({"error": ...} with --json) and it is left out
+    of stdout, which holds the reports of the files read (with --json, one array, empty if none was).
+
     Exit status: 0 when something was found, 1 when a file has no references, terms or related
-    clauses, 2 on error.
+    clauses, 2 on error, including when any FILE could not be read.
     """
     from longdoc import render, render_xref
     from longdoc.tasks.xref import xref
@@ -49,19 +80,16 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
             from longdoc.tasks.ask import Engine
 
             engine = Engine(model=model, window=window, use_cache=not no_cache)
+        failed = 0
         for path in files:
-            if path != "-" and not os.path.exists(path):
-                raise LongdocError(f"{path}: no such file")
-            if engine is not None:
-                doc = engine.load(path, password=password)
-            else:
-                from longdoc.sources import load
-
-                doc = load(path, password=password)
-            if doc.kind == "code":
-                raise LongdocError(f"{path}: is source code; xref reads contracts and other prose")
-            if not doc.text.strip():
-                raise LongdocError(f"{path}: no text")
+            # Only reading is per FILE: an error of the model would recur on every FILE, so it still
+            # stops the run.
+            try:
+                doc = _read(engine, path, password)
+            except LongdocError as e:
+                _file_error(e, as_json)
+                failed += 1
+                continue
             reports.append(xref(doc, engine=engine, related=not no_related, top=top, min_gap=min_gap,
                                 min_similarity=min_similarity))
     if as_json:
@@ -75,5 +103,7 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
                 render_xref.xref_rich(r, out)
             else:
                 render_xref.xref_plain(r)
+    if failed:
+        sys.exit(2)
     found = all(r.references or r.terms or r.related for r in reports)
     sys.exit(0 if found else 1)
