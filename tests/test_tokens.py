@@ -175,3 +175,23 @@ def test_cli_encrypted_pdf_with_password(tmp_path):
     assert "give its password with --password" in str(r.exception)
     got = _json(["--password", "pw", str(secret)])["files"][0]
     assert got["chars"] > 20 and got["cl100k_base"] > 5
+
+
+@pytest.mark.parametrize("read_first_line", [False, True])
+def test_reader_that_leaves_is_a_quiet_exit_0(tmp_path, read_first_line):
+    """`longdoc tokens DIR | head -1`: the reader closes the pipe (before any output, or after the
+    first line of some 20 KB); exit 0 with nothing on stderr, not click's 1 ("nothing found" here)
+    or Python's 120 and an 'Exception ignored' message."""
+    import subprocess
+    import sys
+
+    for i in range(250):
+        (tmp_path / f"file_{i:04d}_with_a_long_enough_name.txt").write_text(TEXT)
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    p = subprocess.Popen([sys.executable, "-m", "longdoc", "tokens", str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    if read_first_line:
+        assert p.stdout.readline().split()[0] == b"file"
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 0 and err == b""

@@ -33,6 +33,28 @@ class _LazyGroup(click.Group):
             return None
         return importlib.import_module(f"longdoc.cli.{_VERBS[name]}").command
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # `longdoc ... | head`: the reader left, which is not an error of ours. Click would exit 1,
+            # which here means "nothing found"; the rest of the output goes nowhere.
+            _stdout_to_devnull()
+            return 0
+
+
+def _stdout_to_devnull():
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _flush_stdout():
+    """Flush what is still buffered before exiting, so that a reader that left turns into a quiet
+    exit instead of Python's 'Exception ignored ... BrokenPipeError' and status 120."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
 
 @contextmanager
 def errors_as_json(enabled: bool):
@@ -70,6 +92,9 @@ def main(argv=None):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         rc = cli.main(args=argv, prog_name="longdoc", standalone_mode=False)
+    except SystemExit:  # a command's own exit status stands
+        _flush_stdout()
+        raise
     except click.exceptions.Abort:
         click.echo("longdoc: interrupted", err=True)
         sys.exit(130)
@@ -96,4 +121,5 @@ def main(argv=None):
     except BrokenPipeError:
         # `longdoc ask ... | head`: the reader left; not an error of ours.
         os._exit(0)
+    _flush_stdout()
     sys.exit(rc if isinstance(rc, int) else 0)
