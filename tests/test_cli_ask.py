@@ -129,6 +129,11 @@ def test_bad_input_is_one_line_exit_2(contract, args, needle):
     assert "Traceback" not in r.stderr
 
 
+def test_threshold_nan_is_refused(contract):
+    r = invoke(["ask", str(contract), "q?", "--threshold", "nan"])
+    assert r.returncode == 2 and "not nan" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_json_mode_errors_are_json(contract):
     r = invoke(["ask", "/nonexistent/file.txt", "q?", "--json"])
     assert r.returncode == 2 and json.loads(r.stderr)["error"].endswith("no such file")

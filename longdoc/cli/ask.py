@@ -13,6 +13,12 @@ from longdoc.cli import errors_as_json, nonempty_paths
 from longdoc.errors import LongdocError
 
 
+def _not_nan(ctx, param, value):
+    if value is not None and value != value:  # NaN: no score would ever clear it, silently
+        raise click.BadParameter("must be a number, not nan", ctx=ctx, param=param)
+    return value
+
+
 def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
     from longdoc.sources.text import decode_text
 
@@ -83,7 +89,7 @@ def _text_size(path: str) -> int | None:
 @click.argument("questions", nargs=-1)
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(min=1),
               help="Passages per question.")
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=float, default=None, callback=_not_nan,
               help="Keep every passage whose probability is at least this. Default: the top k, or none "
                    "when the answer head judges that the document does not answer the question.")
 @click.option("--questions-file", type=click.File("rb"), help="One question per line.")
