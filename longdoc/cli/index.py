@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -36,6 +37,18 @@ def command():
     """
 
 
+def _shown(path: str) -> str:
+    """A path for a human: a byte of a name that is not UTF-8 (held as a lone surrogate) as ``\\xe9``,
+    where writing it would fail or leave invalid text on the terminal."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _json(obj) -> str:
+    """JSON with non-ASCII text as is, except the lone surrogates of non-UTF-8 names: those as their
+    ``\\udcXX`` escapes (valid JSON, and ``json.loads`` gives back the very name)."""
+    return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
+
+
 def _fmt_time(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -65,7 +78,7 @@ class _ProgressLine:
         self.last = now
         eta = f"ETA {_fmt_time(p.eta_s)}" if p.eta_s is not None else "ETA -"
         line = (f"indexing {p.files_done:,}/{p.files_total:,} files  {p.tokens:,} tokens  "
-                f"{p.tokens_per_s:,.0f} tok/s  {eta}  {p.path or ''}")
+                f"{p.tokens_per_s:,.0f} tok/s  {eta}  {_shown(p.path or '')}")
         width = shutil.get_terminal_size((100, 20)).columns
         sys.stderr.write("\r" + line[: width - 1].ljust(width - 1))
         sys.stderr.flush()
@@ -96,8 +109,8 @@ class _ProgressLine:
 @click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
               help="Attention radius in tokens (each token sees 2w+1 neighbours).")
 @click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of encrypted PDFs.")
-@click.option("--rebuild", is_flag=True, help="Drop every stored vector and encode all files again "
-              "(needed after a model change).")
+@click.option("--rebuild", is_flag=True, help="Encode all files again into a new index that replaces the old "
+              "one when done (needed after a model change); if interrupted, the old one stays.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="When another process is indexing the same root: wait for it, or fail at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON.")
@@ -128,24 +141,28 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
     except KeyboardInterrupt:
         line.close()
         done = line.state.files_done if line.state else 0
-        click.echo(f"longdoc: interrupted; {done} file(s) encoded in this run are kept, re-run to resume",
-                   err=True)
+        if rebuild:
+            click.echo(f"longdoc: interrupted; the index is as it was before --rebuild; the {done} file(s) "
+                       "re-encoded so far are kept, re-run with --rebuild to resume", err=True)
+        else:
+            click.echo(f"longdoc: interrupted; {done} file(s) encoded in this run are kept, re-run to resume",
+                       err=True)
         sys.exit(130)
     finally:
         line.close()
     if as_json:
-        click.echo(json.dumps(report.to_json(), ensure_ascii=False))
+        click.echo(_json(report.to_json()))
     else:
         secs = f"{report.seconds:.1f} s"
         if report.up_to_date:
-            click.echo(f"{report.root}: up to date ({report.files:,} files, {secs})")
+            click.echo(f"{_shown(report.root)}: up to date ({report.files:,} files, {secs})")
         else:
             rate = f", {report.tokens / report.seconds:,.0f} tok/s" if report.seconds > 0 and report.tokens else ""
-            click.echo(f"{report.root}: {len(report.encoded):,} encoded, {len(report.deleted):,} removed, "
+            click.echo(f"{_shown(report.root)}: {len(report.encoded):,} encoded, {len(report.deleted):,} removed, "
                        f"{report.unchanged:,} unchanged; {report.files:,} files, {report.tokens:,} tokens "
                        f"in {secs}{rate}" + (" (rebuilt)" if report.rebuilt else ""))
     for rel, why in report.failed:
-        click.echo(f"longdoc: {rel}: {why}", err=True)
+        click.echo(f"longdoc: {_shown(rel)}: {_shown(why)}", err=True)
     if report.failed:
         click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they change)",
                    err=True)
@@ -165,15 +182,15 @@ def status_cmd(path, index_dir, as_json):
 
     st = status(path, index_dir)
     if as_json:
-        click.echo(json.dumps(st.to_json(), ensure_ascii=False))
+        click.echo(_json(st.to_json()))
         sys.exit(0 if st.up_to_date else 1)
     if not st.indexed:
-        click.echo(f"{st.root}: not indexed (run `longdoc index {path}`)")
+        click.echo(f"{_shown(st.root)}: not indexed (run `longdoc index {_shown(path)}`)")
         sys.exit(1)
     m = st.manifest
     when = datetime.fromtimestamp(m.get("updated_at") or 0).strftime("%Y-%m-%d %H:%M:%S")
-    click.echo(f"root      {st.root}")
-    click.echo(f"index     {st.db} ({_fmt_bytes(st.db_bytes)}, schema {m.get('schema_version')})")
+    click.echo(f"root      {_shown(st.root)}")
+    click.echo(f"index     {_shown(st.db)} ({_fmt_bytes(st.db_bytes)}, schema {m.get('schema_version')})")
     click.echo(f"model     {m.get('model')} (fingerprint {m.get('model_fingerprint')}, window "
                f"{m.get('window')}, dim {m.get('dim')})")
     click.echo(f"contents  {st.files:,} files, {st.segments:,} segments, {st.tokens:,} tokens"
@@ -183,14 +200,14 @@ def status_cmd(path, index_dir, as_json):
         click.echo("state     up to date")
     else:
         click.echo(f"state     out of date: {len(st.new)} new, {len(st.changed)} changed, {len(st.deleted)} "
-                   f"deleted (run `longdoc index {path}`)")
+                   f"deleted (run `longdoc index {_shown(path)}`)")
         for tag, items in (("new", st.new), ("changed", st.changed), ("deleted", st.deleted)):
             for rel in items[:20]:
-                click.echo(f"  {tag:8}{rel}")
+                click.echo(f"  {tag:8}{_shown(rel)}")
             if len(items) > 20:
                 click.echo(f"  ... and {len(items) - 20} more {tag}")
     for rel, why in st.failed:
-        click.echo(f"  failed  {rel}: {why}")
+        click.echo(f"  failed  {_shown(rel)}: {_shown(why)}")
     sys.exit(0 if st.up_to_date else 1)
 
 
@@ -203,18 +220,18 @@ def list_cmd(as_json):
 
     items = list_indexes()
     if as_json:
-        click.echo(json.dumps(items, ensure_ascii=False))
+        click.echo(_json(items))
         return
     if not items:
         click.echo(f"no indexes in {index_home()}", err=True)
         return
     for it in items:
         if it["error"]:
-            click.echo(f"{it['db']}  unreadable: {it['error']}")
+            click.echo(f"{_shown(it['db'])}  unreadable: {_shown(it['error'])}")
             continue
         when = datetime.fromtimestamp(it["updated_at"] or 0).strftime("%Y-%m-%d %H:%M")
         gone = "" if it["root_exists"] else "  (root missing)"
-        click.echo(f"{it['root']}  {it['files']:,} files  {it['segments']:,} segments  "
+        click.echo(f"{_shown(it['root'])}  {it['files']:,} files  {it['segments']:,} segments  "
                    f"{_fmt_bytes(it['bytes'])}  {it['model']}  {when}{gone}")
 
 
@@ -230,4 +247,4 @@ def clean_cmd(path, index_dir, missing, everything):
     if path is not None and (missing or everything):
         raise LongdocError("give PATH or --missing/--all, not both")
     for db in clean(path, index_dir=index_dir, missing=missing, everything=everything):
-        click.echo(f"removed {db}")
+        click.echo(f"removed {_shown(db)}")

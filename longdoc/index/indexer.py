@@ -13,6 +13,10 @@ One run:
 
 A crash between files loses nothing; a crash inside a transaction leaves its files at their previous
 state, and the next run redoes them (a pack left half redone no longer matches its id: redone too).
+
+``rebuild`` runs the same steps into a new database beside the old one (``store.staging_path``) and
+swaps it in when complete, so until then (and after an interrupt) the old index answers; the next
+``--rebuild`` resumes the new one where it stopped, unless the model changed.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from typing import Callable
 
 from ..errors import LongdocError
 from . import locate
-from .store import IndexLock, SegmentRow, Store, db_errors
+from .store import IndexLock, SegmentRow, Store, remove_db, staging_path, swap_in
 from .walk import Entry, WalkOptions, WalkResult, read_file_list, walk
 
 # An mtime this close to the moment a row was verified may hide a later write within the file
@@ -229,8 +233,8 @@ def build(
 
     ``walk_options`` default to those stored by the previous run (so ``longdoc index PATH`` repeats
     the same selection), else ``WalkOptions()``. ``wait=False`` raises ``LongdocError`` when another
-    process is indexing the same root. ``rebuild`` drops every stored vector first (needed after a
-    model change).
+    process is indexing the same root. ``rebuild`` encodes every file again into a new database that
+    replaces the old one only when complete (needed after a model change).
     """
     from longdoc import __version__
     from longdoc.segment import segment
@@ -245,9 +249,10 @@ def build(
     lock = IndexLock(db)
     lock.acquire(wait=wait, on_wait=on_wait)
     try:
+        target = staging_path(db) if rebuild else db  # a rebuild never touches the old index until the swap
         if rebuild:
-            _remove_db(db)  # also the way out of a damaged or older-format index
-        with Store(db, root=str(root)) as store:
+            _drop_stale_staging(target, lazy)
+        with Store(target, root=str(root)) as store:
             store.init_manifest(str(root), __version__)
             manifest = store.manifest()
             opts, files_from = _selection(manifest, walk_options, files_from)
@@ -276,6 +281,8 @@ def build(
                     store.set_model_key(_model_key(model, window))
             store.touch_manifest()
             report.files = store.counts()["files"]
+        if rebuild:
+            swap_in(target, db)  # also the way out of a damaged or older-format index
     finally:
         lock.release()
     report.seconds = time.monotonic() - t0
@@ -291,11 +298,19 @@ def _model_key(model: str | None, window: int | None) -> str | None:
         return None
 
 
-def _remove_db(db: Path) -> None:
-    with db_errors(db):
-        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-            if p.exists():
-                p.unlink()
+def _drop_stale_staging(staging: Path, lazy: LazyEncoder) -> None:
+    """Keep an interrupted rebuild's database for this one to resume, unless another model made its
+    vectors (or it cannot be read: damaged, another schema)."""
+    if not staging.exists():
+        return
+    try:
+        with Store(staging, readonly=True) as s:
+            fp = (s.manifest() or {}).get("model_fingerprint")
+    except LongdocError:
+        remove_db(staging)
+        return
+    if fp is not None and fp != str(lazy.get().fingerprint):
+        remove_db(staging)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -435,7 +450,7 @@ def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, pa
 
 def pack_id(paths) -> str:
     """The id of a pack: a hash of its members' relative paths, so the rows can be checked against it."""
-    return hashlib.sha256("\0".join(sorted(paths)).encode()).hexdigest()[:16]
+    return hashlib.sha256("\0".join(sorted(paths)).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _store_group(store: Store, group: list[_Loaded], encoder, report: Report) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import LongdocError
 from . import locate
 from .indexer import _RACY_S, _selection, list_files, sha256_file
-from .store import IndexLock, Store, db_errors
+from .store import IndexLock, Store, remove_db, staging_path
 
 
 @dataclass
@@ -102,10 +102,8 @@ def remove(db: Path) -> None:
     lock = IndexLock(db)
     lock.acquire(wait=False)
     try:
-        with db_errors(db):
-            for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-                if p.exists():
-                    p.unlink()
+        remove_db(db)
+        remove_db(staging_path(db))  # an interrupted rebuild's
     finally:
         lock.release()
         try:

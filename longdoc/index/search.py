@@ -19,7 +19,7 @@ from ..errors import LongdocError
 from ..results import Answer, Hit
 from . import locate
 from .indexer import LazyEncoder, build, model_mismatch
-from .store import Store
+from .store import IndexNotWritable, Store
 
 # Candidates taken from the lexical side per question; beyond this depth a passage's reciprocal
 # rank (1/(60+r)) is under a fifth of the best one's and cannot lift it into a top 10.
@@ -30,6 +30,7 @@ LEXICAL_DEPTH = 300
 FUSION_WEIGHTS = (0.25, 1.0, 1.0)
 # Default cut on the reported score (the in-context cosine): keep everything ranked.
 DEFAULT_THRESHOLD = -1.0
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _STOPWORDS = frozenset("""a an and are as at be by for from has have if in into is it its of on or
 that the their then there these this to was were will with which what when where who how do does
 return returns""".split())
@@ -93,12 +94,15 @@ def search(
     With ``update`` (the default) the index is brought up to date first: created when missing (with
     a message, since the first run encodes everything), else refreshed for changed and deleted files
     (a stat per file; nothing is encoded when nothing changed). If another process is indexing the
-    root, the refresh is skipped and the last committed state is searched.
+    root, or the index cannot be written (a read-only mount), the refresh is skipped and the last
+    committed state is searched.
     ``encoder`` (tests, evaluation) replaces the model named by ``model``.
     """
     from longdoc.tasks import retrieve
 
-    questions = [q.strip() for q in questions]
+    # A lone surrogate (how Python holds a non-UTF-8 byte of an argument) is refused by the tokenizer
+    # and by sqlite3 (the question cache): U+FFFD instead, as `longdoc ask` does for its arguments.
+    questions = [_SURROGATE.sub("\ufffd", q).strip() for q in questions]
     if not questions or any(not q for q in questions):
         raise LongdocError("empty question")
     root = Path(root).resolve()
@@ -127,6 +131,10 @@ def search(
             rep = build(root, encoder=lazy, index_dir=index_dir, wait=False)
             if notify and not rep.up_to_date:
                 notify(f"index updated: {len(rep.encoded)} re-encoded, {len(rep.deleted)} removed")
+        except IndexNotWritable:
+            if notify:
+                notify(f"cannot update the index at {db} (read-only); answering from what it holds, which "
+                       "may be out of date")
         except LongdocError as e:
             if "another `longdoc index`" not in str(e):
                 raise

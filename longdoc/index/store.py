@@ -16,6 +16,10 @@ Layout (schema version 3)::
               encoded alone, as a chunk embedder would)
     segments_fts  FTS5 over (label, text), external content = segments, porter-stemmed: the BM25 side
 
+Paths (``files.path``, ``manifest.root``) are stored as the bytes the file system gave, as git stores
+them: a name that is not UTF-8 stays byte for byte what it is on disk (Python holds it with
+``surrogateescape``, as ``os.fsdecode`` does), so the index can still open and prune that file.
+
 ``vector`` and ``local`` are ``dim`` little-endian IEEE-754 float32 values (``dim * 4`` bytes), L2-normalised, i.e.
 ``numpy.frombuffer(blob, "<f4")``. Nothing is pickled.
 
@@ -23,6 +27,8 @@ Durability: WAL journal; every file's rows (its ``files`` row, segments, vectors
 pack's files together) are replaced in one transaction, so a process killed at any instant leaves each file either fully at
 its old state or fully at its new one. Writers take an exclusive ``flock`` on ``<db>.lock`` for the
 whole run (released by the kernel when the process dies); readers need no lock (WAL snapshots).
+``--rebuild`` writes a new database beside the old one (``staging_path``) and ``swap_in`` copies it
+over the old one in one transaction at the end, so an interrupted rebuild leaves the old index whole.
 
 Migrations are numbered; ``PRAGMA user_version`` holds the last one applied. A migration that changes
 what vectors mean is marked ``rebuild`` and asks the user to rebuild instead of mixing old and new.
@@ -34,6 +40,7 @@ import errno
 import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -148,6 +155,22 @@ class SegmentRow:
     path: str | None = None
 
 
+class IndexNotWritable(LongdocError):
+    """The index cannot be written (read-only mount or folder, or no folder): it may still be read."""
+
+
+def _name(s: str | None) -> bytes | None:
+    """A path as bound in SQL, always inside ``CAST(? AS TEXT)``: its bytes on disk. sqlite3 refuses to
+    bind a str holding the lone surrogates of a non-UTF-8 name; bytes cast to TEXT are stored unchanged
+    (a UTF-8 name gives the very bytes it always did, so older rows still match)."""
+    return None if s is None else s.encode("utf-8", "surrogateescape")
+
+
+def _text(b: bytes) -> str:
+    """Every TEXT read back: a stored non-UTF-8 name returns as the str ``os.fsdecode`` gives for it."""
+    return b.decode("utf-8", "surrogateescape")
+
+
 def _rebuild_hint(root: str | None) -> str:
     return f"run `longdoc index {root or 'PATH'} --rebuild`"
 
@@ -165,7 +188,7 @@ def db_errors(path: Path, root: str | None = None) -> Iterator[None]:
                 "space (or pass --index DIR elsewhere) and re-run to resume"
             ) from None
         if "readonly" in msg or "unable to open" in msg or "read-only" in msg:
-            raise LongdocError(
+            raise IndexNotWritable(
                 f"cannot write the index at {path} (read-only or missing folder): pass --index DIR or set "
                 "LONGDOC_INDEX_DIR to a writable folder"
             ) from None
@@ -178,10 +201,54 @@ def db_errors(path: Path, root: str | None = None) -> Iterator[None]:
         if e.errno == errno.ENOSPC:
             raise LongdocError(f"no space left for the index at {path}: free some space and re-run") from None
         if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
-            raise LongdocError(
+            raise IndexNotWritable(
                 f"cannot write the index at {path} ({e.strerror}): pass --index DIR or set LONGDOC_INDEX_DIR"
             ) from None
         raise
+
+
+def remove_db(db: Path) -> None:
+    """Delete a database with its write-ahead log and shared-memory files (the caller holds the lock)."""
+    with db_errors(db):
+        for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+            if p.exists():
+                p.unlink()
+
+
+def staging_path(db: Path) -> Path:
+    """Where ``longdoc index --rebuild`` builds the new database before ``swap_in`` (not ``*.sqlite``, so
+    ``index list`` does not take it for an index of its own)."""
+    return db.with_name(db.name + ".rebuild")
+
+
+def swap_in(staging: Path, db: Path) -> None:
+    """Make ``db`` hold what ``staging`` holds, in one transaction, then delete ``staging``.
+
+    SQLite's backup API copies every page into ``db`` as one write transaction: a reader sees the old
+    index or the new one, and a process killed midway leaves the old one. Renaming the file instead
+    would pull it from under open readers, whose WAL could then be applied to the wrong database.
+    """
+    with db_errors(db):
+        src = sqlite3.connect(staging)
+        try:
+            try:
+                _backup(src, db)
+            except sqlite3.OperationalError:
+                raise  # busy, disk full, read-only: db_errors words it
+            except sqlite3.DatabaseError:  # "file is not a database": a damaged index, nothing to keep
+                remove_db(db)
+                _backup(src, db)
+        finally:
+            src.close()
+    remove_db(staging)
+
+
+def _backup(src: sqlite3.Connection, db: Path) -> None:
+    dst = sqlite3.connect(db, timeout=30.0)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
 
 
 class Store:
@@ -195,7 +262,7 @@ class Store:
             if readonly:
                 if not self.path.exists():
                     raise LongdocError(f"no index at {self.path}")
-                self.conn = self._connect(f"file:{self.path}?mode=ro", uri=True)
+                self.conn = self._open_readonly()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = self._connect(str(self.path))
@@ -209,8 +276,24 @@ class Store:
     def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(target, uri=uri, timeout=30.0, isolation_level=None,
                                check_same_thread=False)
+        conn.text_factory = _text
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        # Reading a WAL database needs its -shm file, which SQLite creates when missing (the last writer
+        # to close removes it). Where it cannot (a read-only mount or folder) no one can write the
+        # index either, so it is opened as immutable: read as it is, without the -shm file.
+        uri = "file:" + urllib.parse.quote(os.fsencode(self.path))  # '?', '#', '%' in a path are URI syntax
+        conn = self._connect(uri + "?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if "unable to open" not in str(e) and "readonly" not in str(e):
+                raise  # busy, or another failure: not one that immutable would make safe
+        return self._connect(uri + "?mode=ro&immutable=1", uri=True)
 
     # -- schema ---------------------------------------------------------------------------------
     def _check_schema(self) -> None:
@@ -262,14 +345,15 @@ class Store:
         with self.transaction() as c:
             c.execute(
                 "INSERT OR IGNORE INTO manifest (id, schema_version, root, longdoc_version, created_at,"
-                " updated_at) VALUES (1, ?, ?, ?, ?, ?)", (SCHEMA_VERSION, root, version, now, now))
+                " updated_at) VALUES (1, ?, CAST(? AS TEXT), ?, ?, ?)",
+                (SCHEMA_VERSION, _name(root), version, now, now))
 
     def set_model(self, fingerprint: str, model: str | None, tokenizer: str | None,
                   window: int | None, dim: int) -> None:
         with self.transaction() as c:
-            c.execute("UPDATE manifest SET model_fingerprint=?, model=?, tokenizer=?, window=?, dim=?,"
-                      " updated_at=? WHERE id = 1",
-                      (fingerprint, model, tokenizer, window, dim, time.time()))
+            c.execute("UPDATE manifest SET model_fingerprint=?, model=CAST(? AS TEXT), tokenizer=?, window=?,"
+                      " dim=?, updated_at=? WHERE id = 1",
+                      (fingerprint, _name(model), tokenizer, window, dim, time.time()))  # model: a folder name
 
     def set_selection(self, selection: str) -> None:
         with self.transaction() as c:
@@ -319,9 +403,9 @@ class Store:
                 self._delete_file(c, f["path"])
                 cur = c.execute(
                     "INSERT INTO files (path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages,"
-                    " error, indexed_at, pack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (f["path"], f["sha256"], f["size"], f["mtime_ns"], f["kind"], f["language"], f["n_tokens"],
-                     f["n_pages"], f["error"], f["indexed_at"], f.get("pack")))
+                    " error, indexed_at, pack) VALUES (CAST(? AS TEXT), ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)",
+                    (_name(f["path"]), f["sha256"], f["size"], f["mtime_ns"], f["kind"], f["language"],
+                     f["n_tokens"], f["n_pages"], _name(f["error"]), f["indexed_at"], f.get("pack")))
                 fid = cur.lastrowid
                 c.executemany(
                     "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"
@@ -332,12 +416,12 @@ class Store:
     def touch_files(self, stats: Sequence[tuple[str, int, int]], verified_at: float) -> None:
         """Record new ``(path, size, mtime_ns)`` stats of files whose content hash did not change."""
         with self.transaction() as c:
-            c.executemany("UPDATE files SET size = ?, mtime_ns = ?, indexed_at = ? WHERE path = ?",
-                          [(size, mtime, verified_at, p) for p, size, mtime in stats])
+            c.executemany("UPDATE files SET size = ?, mtime_ns = ?, indexed_at = ? WHERE path = CAST(? AS TEXT)",
+                          [(size, mtime, verified_at, _name(p)) for p, size, mtime in stats])
 
     @staticmethod
     def _delete_file(c: sqlite3.Connection, path: str) -> None:
-        row = c.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+        row = c.execute("SELECT id FROM files WHERE path = CAST(? AS TEXT)", (_name(path),)).fetchone()
         if row is not None:
             c.execute("DELETE FROM segments WHERE file_id = ?", (row[0],))
             c.execute("DELETE FROM files WHERE id = ?", (row[0],))
