@@ -58,9 +58,21 @@ def highlight(snippet: str, terms: set[str]) -> Text:
     return text
 
 
+def shown_path(path: str) -> str:
+    """A path for a human: a byte of a name that is not UTF-8 (held as a lone surrogate) as ``\\xe9``,
+    where writing it would fail or leave invalid text on the terminal."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def dumps(obj, **kw) -> str:
+    """JSON with non-ASCII text as is, except the lone surrogates of non-UTF-8 names: those as their
+    ``\\udcXX`` escapes (valid JSON, and ``json.loads`` gives back the very name)."""
+    return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False, **kw))
+
+
 def _location(h) -> str:
     loc = f"{h.line_start}-{h.line_end}" if h.line_end != h.line_start else f"{h.line_start}"
-    return f"{h.path}:{loc}"
+    return f"{shown_path(h.path)}:{loc}"
 
 
 def _one_line(s: str, limit: int) -> str:
@@ -114,15 +126,14 @@ def answers_plain(answers: list[Answer], out=None) -> None:
 
 def answers_json(answers: list[Answer], out=None) -> None:
     out = out or sys.stdout
-    json.dump([a.to_json() for a in answers], out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    out.write(dumps([a.to_json() for a in answers], indent=2) + "\n")
 
 
 def answers_jsonl(answers: list[Answer], out=None) -> None:
     out = out or sys.stdout
     for a in answers:
         for h in a.results:
-            out.write(json.dumps({"question": a.question, **h.to_json()}, ensure_ascii=False) + "\n")
+            out.write(dumps({"question": a.question, **h.to_json()}) + "\n")
             out.flush()
 
 

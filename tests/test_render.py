@@ -45,3 +45,22 @@ def test_json_contract():
     render.answers_jsonl(ANSWERS, buf)
     line = json.loads(buf.getvalue())
     assert line["question"] == "governing law clause?" and line["char_start"] == 10
+
+
+def test_a_file_name_that_is_not_utf8_prints_and_stays_valid_json():
+    """An indexed file named with a latin-1 byte (a lone surrogate in Python) is shown as \\xe9 in text
+    and escaped as \\udce9 in JSON, which is valid UTF-8 and loads back as the very name."""
+    name = "pars\udce9r.py"
+    a = [Answer("q", [Hit(name, 0, 4, None, 1, 1, 0.5, "text")])]
+    raw = io.BytesIO()
+    strict = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    render.answers_plain(a, strict)
+    render.answers_jsonl(a, strict)
+    strict.flush()
+    lines = raw.getvalue().decode("utf-8").splitlines()
+    assert lines[0].startswith("pars\\xe9r.py:1\t")
+    assert json.loads(lines[1])["path"] == name
+    out = io.StringIO()
+    render.answers_json(a, out)
+    out.getvalue().encode("utf-8")  # no lone surrogate left
+    assert json.loads(out.getvalue())[0]["results"][0]["path"] == name

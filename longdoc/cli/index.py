@@ -1,8 +1,6 @@
 """`longdoc index PATH` (create or update), `longdoc index status|list|clean`."""
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import sys
 import time
@@ -38,15 +36,15 @@ def command():
 
 
 def _shown(path: str) -> str:
-    """A path for a human: a byte of a name that is not UTF-8 (held as a lone surrogate) as ``\\xe9``,
-    where writing it would fail or leave invalid text on the terminal."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    from longdoc.render import shown_path  # lazily: render loads rich
+
+    return shown_path(path)
 
 
 def _json(obj) -> str:
-    """JSON with non-ASCII text as is, except the lone surrogates of non-UTF-8 names: those as their
-    ``\\udcXX`` escapes (valid JSON, and ``json.loads`` gives back the very name)."""
-    return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
+    from longdoc.render import dumps
+
+    return dumps(obj)
 
 
 def _fmt_time(s: float) -> str:
