@@ -90,7 +90,7 @@ def _text_size(path: str) -> int | None:
 @click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(min=1),
               help="Passages per question.")
 @click.option("--threshold", type=float, default=None, callback=_not_nan,
-              help="Keep every passage whose probability is at least this. Default: the top k, or none "
+              help="Keep every passage whose score is at least this. Default: the top k, or none "
                    "when the answer head judges that the document does not answer the question.")
 @click.option("--questions-file", type=click.File("rb"), help="One question per line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per question.")
@@ -120,7 +120,11 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     """Find the passages of PATH (a PDF, text, Markdown or code file, '-' for stdin, or an indexed
     directory) that answer each QUESTION.
 
-    Each result's score is the probability that the passage holds the answer.
+    On a file, each result's score is the probability that the passage holds the answer. On a
+    directory (searched through its index) the score is the passage's cosine to the question while
+    the order fuses that cosine with two other rankings (BM25 among them), so scores need not fall
+    down the list; with --stream the score is also a cosine. --threshold cuts on the score shown.
+
     Exit status: 0 when some question got a passage, 1 when none did, 2 on error.
     """
     from longdoc import render
