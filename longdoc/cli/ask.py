@@ -134,6 +134,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
             render.warning(message, as_json=as_json or as_jsonl)
 
     with errors_as_json(as_json or as_jsonl):
+        if as_json and as_jsonl:
+            raise LongdocError("give one of --json and --jsonl")
         qs = _questions(questions, questions_file)
         if stream:
             answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,

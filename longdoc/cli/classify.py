@@ -79,6 +79,8 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
 
     results = []
     with errors_as_json(as_json or as_jsonl):
+        if as_json and as_jsonl:
+            raise LongdocError("give one of --json and --jsonl")
         given = sum(x is not None for x in (labels_spec, labels_file, preset, head_path))
         if given != 1:
             raise LongdocError("give exactly one of --labels, --labels-file, --preset, --head")
