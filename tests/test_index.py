@@ -396,6 +396,15 @@ def test_cli_index_update_status_json(tree, capsys, fake_model):
     assert rc == 1 and "not indexed" in out
 
 
+def test_cli_files_from_names_the_listed_files_it_could_not_find(tree, capsys, fake_model, tmp_path):
+    first = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file())[0]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{first}\nnope.py\n")
+    rc, out, err = run_cli(capsys, "index", str(tree), "--files-from", str(listing))
+    assert rc == 0 and "1 encoded" in out
+    assert err.strip() == "longdoc: --files-from: nope.py does not exist; not indexed"
+
+
 def test_cli_walk_flags_are_remembered(tree, capsys, fake_model):
     rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*.py", "--json")
     assert rc == 0 and sorted(json.loads(out)["encoded"]) == ["auth/tokens.py", "db/pool.py"]

@@ -159,6 +159,10 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
             click.echo(f"{_shown(report.root)}: {len(report.encoded):,} encoded, {len(report.deleted):,} removed, "
                        f"{report.unchanged:,} unchanged; {report.files:,} files, {report.tokens:,} tokens "
                        f"in {secs}{rate}" + (" (rebuilt)" if report.rebuilt else ""))
+    if files_from is not None:  # the user named these files: say which were not there
+        for rel, why in report.skipped:
+            if why in ("does not exist", "is a folder"):
+                click.echo(f"longdoc: --files-from: {_shown(rel)} {why}; not indexed", err=True)
     for rel, why in report.failed:
         click.echo(f"longdoc: {_shown(rel)}: {_shown(why)}", err=True)
     if report.failed:
