@@ -71,6 +71,22 @@ def errors_as_json(enabled: bool):
         sys.exit(2)
 
 
+def one_line(message: str) -> str:
+    """An error message on one line, whatever a file name or argument inside it holds."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def file_error(e: LongdocError, as_json: bool) -> None:
+    """One FILE of several that could not be read (the others go on): one line on stderr, worded as
+    main() words a fatal error (a JSON object in JSON modes)."""
+    if as_json:
+        from longdoc.render import error_json
+
+        error_json(str(e))
+    else:
+        click.echo(f"longdoc: error: {one_line(str(e))}", err=True)
+
+
 def nonempty_paths(ctx, param, value):
     """click callback for PATH arguments: an empty one is an error. Path("") is the current folder, so
     `longdoc ask "" q` would otherwise index whatever folder the shell is in."""
@@ -102,9 +118,7 @@ def main(argv=None):
         e.show()
         sys.exit(2)
     except LongdocError as e:
-        # One line, whatever a file name or argument inside the message holds.
-        msg = str(e).replace("\r", "\\r").replace("\n", "\\n")
-        click.echo(f"longdoc: error: {msg}", err=True)
+        click.echo(f"longdoc: error: {one_line(str(e))}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("longdoc: interrupted", err=True)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json, nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths
 from longdoc.errors import LongdocError
 
 _COMMON = [
@@ -32,16 +32,6 @@ def _read(engine, path: str, password: str | None):
     if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
         raise LongdocError(f"{path}: no text to classify")
     return doc
-
-
-def _file_error(e: LongdocError, as_json: bool) -> None:
-    """A FILE that could not be read: one line on stderr, in the form main() gives a fatal error."""
-    from longdoc.render import error_json
-
-    if as_json:
-        error_json(str(e))
-    else:
-        click.echo("longdoc: error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)
 
 
 @click.command("classify", no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,7 +99,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
             try:
                 doc = _read(engine, path, password)
             except LongdocError as e:
-                _file_error(e, as_json or as_jsonl)
+                file_error(e, as_json or as_jsonl)
                 failed += 1
                 continue
             r = C.classify(doc, labels, engine=engine, mode=mode, head=head, evidence=evidence)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json, nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths
 from longdoc.errors import LongdocError
 
 
@@ -25,16 +25,6 @@ def _read(engine, path: str, password: str | None):
     if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
         raise LongdocError(f"{path}: no text")
     return doc
-
-
-def _file_error(e: LongdocError, as_json: bool) -> None:
-    """A FILE that could not be read: one line on stderr, in the form main() gives a fatal error."""
-    from longdoc.render import error_json
-
-    if as_json:
-        error_json(str(e))
-    else:
-        click.echo("longdoc: error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), err=True)
 
 
 @click.command("xref")
@@ -87,7 +77,7 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
             try:
                 doc = _read(engine, path, password)
             except LongdocError as e:
-                _file_error(e, as_json)
+                file_error(e, as_json)
                 failed += 1
                 continue
             reports.append(xref(doc, engine=engine, related=not no_related, top=top, min_gap=min_gap,
