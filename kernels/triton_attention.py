@@ -847,15 +847,17 @@ def _blocks(head_dim: int, dtype: torch.dtype = torch.bfloat16) -> dict:
         # forward configuration took about 20 s to compile on an H200).
         return dict(fwd_m=64, fwd_n=32, fwd_warps=4, fwd_stages=2, fwd_if=False, kv_n=64, kv_m=32, kv_warps=4,
                     kv_stages=3, dq_m=64, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+    # dK/dV with one stage (no software pipelining of its loads) measured 3-7% faster than two at every
+    # head dim and length tried (docs/kernels.md, session 6).
     if head_dim >= 128:  # dK/dV: two warpgroups on 128 keys, one CTA per SM (docs/kernels.md, session 6)
         return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=128, kv_m=64, kv_warps=8,
-                    kv_stages=2, dq_m=64, dq_n=32, dq_warps=4, dq_stages=2, glob=64)
+                    kv_stages=1, dq_m=64, dq_n=32, dq_warps=4, dq_stages=2, glob=64)
     if head_dim == 64:
         return dict(fwd_m=128, fwd_n=32, fwd_warps=4, fwd_stages=3, fwd_if=False, kv_n=64, kv_m=32, kv_warps=4,
-                    kv_stages=2, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+                    kv_stages=1, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
     # d = 16, 32
     return dict(fwd_m=64, fwd_n=64, fwd_warps=4, fwd_stages=2, fwd_if=True, kv_n=64, kv_m=32, kv_warps=4,
-                kv_stages=2, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
+                kv_stages=1, dq_m=128, dq_n=32, dq_warps=4, dq_stages=3, glob=64)
 
 
 def _fwd_tiles(head_dim: int, dtype: torch.dtype) -> tuple:
