@@ -97,12 +97,15 @@ class Cache:
             # A read-only or full cache dir must not stop `ask`: run without a cache.
             self.db = None
 
-    def _get(self, sql, args):
+    def _get(self, sql, args, decode=lambda row: row):
+        """``decode(row)`` of the first row, or None; decoding is inside the guard too, so a row whose
+        blob was cut short (ValueError from numpy's reshape, JSON's decoder) is a miss as well."""
         if self.db is None:
             return None
         try:
-            return self.db.execute(sql, args).fetchone()
-        except sqlite3.Error:
+            row = self.db.execute(sql, args).fetchone()
+            return None if row is None else decode(row)
+        except (sqlite3.Error, ValueError, TypeError):
             return None  # a damaged cache is a miss, never an error
 
     def _put(self, sql, args):
@@ -117,20 +120,22 @@ class Cache:
     # Documents --------------------------------------------------------------------------------
     def get_document(self, key: str):
         """(kind, text, meta dict) or None."""
-        row = self._get("SELECT kind, text, meta FROM documents WHERE key=?", (key,))
-        return None if row is None else (row[0], row[1], json.loads(row[2]))
+        return self._get("SELECT kind, text, meta FROM documents WHERE key=?", (key,),
+                         lambda row: (row[0], row[1], json.loads(row[2])))
 
     def put_document(self, key: str, kind: str, text: str, meta: dict):
         self._put("INSERT OR REPLACE INTO documents VALUES (?,?,?,?)", (key, kind, text, json.dumps(meta)))
 
     # Passage vectors --------------------------------------------------------------------------
     def get_passages(self, key: str):
-        row = self._get("SELECT spans, vectors, dim FROM passages WHERE key=?", (key,))
-        if row is None:
-            return None
-        spans = np.frombuffer(row[0], dtype="<i8").reshape(-1, 2)
-        vecs = np.frombuffer(row[1], dtype="<f4").reshape(-1, row[2])
-        return [tuple(map(int, s)) for s in spans], vecs
+        def decode(row):
+            spans = np.frombuffer(row[0], dtype="<i8").reshape(-1, 2)
+            vecs = np.frombuffer(row[1], dtype="<f4").reshape(-1, row[2])
+            if len(vecs) != len(spans):
+                raise ValueError("vectors and spans disagree")
+            return [tuple(map(int, s)) for s in spans], vecs
+
+        return self._get("SELECT spans, vectors, dim FROM passages WHERE key=?", (key,), decode)
 
     def put_passages(self, key: str, spans, vectors: np.ndarray):
         s = np.asarray(spans, dtype="<i8").reshape(-1, 2).tobytes()
@@ -139,8 +144,8 @@ class Cache:
 
     # Question vectors -------------------------------------------------------------------------
     def get_question(self, model: str, question: str):
-        row = self._get("SELECT vector FROM questions WHERE model=? AND question=?", (model, question))
-        return None if row is None else np.frombuffer(row[0], dtype="<f4")
+        return self._get("SELECT vector FROM questions WHERE model=? AND question=?", (model, question),
+                         lambda row: np.frombuffer(row[0], dtype="<f4"))
 
     def put_question(self, model: str, question: str, vector: np.ndarray):
         v = np.ascontiguousarray(vector, dtype="<f4").tobytes()
@@ -148,8 +153,8 @@ class Cache:
 
     # Lexical scores -------------------------------------------------------------------------
     def get_lexical(self, passages_key: str, question: str):
-        row = self._get("SELECT scores FROM lexical WHERE passages=? AND question=?", (passages_key, question))
-        return None if row is None else np.frombuffer(row[0], dtype="<f4")
+        return self._get("SELECT scores FROM lexical WHERE passages=? AND question=?", (passages_key, question),
+                         lambda row: np.frombuffer(row[0], dtype="<f4"))
 
     def put_lexical(self, passages_key: str, question: str, scores: np.ndarray):
         v = np.ascontiguousarray(scores, dtype="<f4").tobytes()
