@@ -144,9 +144,27 @@ def test_cli_train_and_use_head(tmp_path, tiny_model_dir):
     ["classify", "{f}", "--labels-file", "{missing}"],
     ["classify", "{f}", "--head", "{f}"],  # not a head
     ["classify", "train", "{dir}", "--out", "{dir}/h.safetensors"],  # no labelled folders
+    ["classify", "train", "{train}", "--out", "{dir}/no/such/folder/h.safetensors"],  # refused before training
+    ["classify", "{f}", "--head", "{badjson}"],  # labels metadata that is not JSON
+    ["classify", "{f}", "--head", "{nolabels}"],  # no labels at all
+    ["classify", "{f}", "--head", "{nan}"],  # weights that are not finite
 ])
 def test_cli_bad_input_exit_2_one_line(args, files, tmp_path, tiny_model_dir, capfd):
-    subst = {"f": files[0], "missing": str(tmp_path / "missing.txt"), "dir": str(tmp_path)}
+    from safetensors.numpy import save_file
+
+    dim = json.loads((tiny_model_dir / "config.json").read_text())["hidden_size"]
+    train = tmp_path / "train"
+    for label in ("nda", "lease"):
+        (train / label).mkdir(parents=True)
+        (train / label / "a.txt").write_text(f"A {label} agreement between the parties.\n")
+    heads = {"train": str(train)}
+    for name, meta, w in (("badjson", {"format": "longdoc-head-v1", "labels": "[not json"}, 1.0),
+                          ("nolabels", {"format": "longdoc-head-v1"}, 1.0),
+                          ("nan", {"format": "longdoc-head-v1", "labels": '["a", "b"]'}, np.nan)):
+        heads[name] = str(tmp_path / f"{name}.safetensors")
+        save_file({"weight": np.full((2, dim), w, np.float32), "bias": np.zeros(2, np.float32)}, heads[name],
+                  metadata=meta)
+    subst = {"f": files[0], "missing": str(tmp_path / "missing.txt"), "dir": str(tmp_path), **heads}
     argv = [a.format(**subst) for a in args] + ["--model", str(tiny_model_dir)]
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -136,6 +136,9 @@ def train(directory, out_path, folds, as_json, color, model, window, no_cache):
     from longdoc.tasks import classify as C
     from longdoc.tasks.ask import Engine
 
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder):  # before the training, not after it
+        raise LongdocError(f"--out {out_path}: no folder {folder}")
     engine = Engine(model=model, window=window, use_cache=not no_cache)
     err = render.console(stderr=True, color=color)
 
@@ -144,7 +147,10 @@ def train(directory, out_path, folds, as_json, color, model, window, no_cache):
             err.print(f"[longdoc.dim]encoding {i + 1}/{n} {path}[/]")
 
     head = C.train_head(directory, engine=engine, folds=folds, progress=progress)
-    head.save(out_path)
+    try:
+        head.save(out_path)
+    except Exception as e:  # safetensors wraps OS errors (read-only folder, full disk) in its own type
+        raise LongdocError(f"--out {out_path}: cannot write the head ({e})") from None
     n = len(C.training_files(directory))
     if as_json:
         click.echo(json.dumps({"out": out_path, "labels": head.labels, "documents": n,

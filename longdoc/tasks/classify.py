@@ -298,9 +298,15 @@ class Head:
             raise
         except Exception as e:  # safetensors raises its own error types for malformed files
             raise LongdocError(f"{path}: not a safetensors head ({type(e).__name__})") from None
-        labels = json.loads(meta["labels"])
-        if w.ndim != 2 or w.shape[0] != len(labels) or b.shape != (len(labels),):
+        try:
+            labels = json.loads(meta["labels"])
+        except (KeyError, ValueError):
+            raise LongdocError(f"{path}: not a longdoc classification head (its labels are unreadable)") from None
+        if (not isinstance(labels, list) or len(labels) < 1 or not all(isinstance(x, str) for x in labels)
+                or w.ndim != 2 or w.shape[0] != len(labels) or b.shape != (len(labels),)):
             raise LongdocError(f"{path}: weight and labels disagree")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise LongdocError(f"{path}: the head's weights are not finite")
         cv = meta.get("cv_accuracy")
         return cls(labels, w, b, meta.get("model", ""), float(cv) if cv else None)
 
