@@ -165,6 +165,10 @@ def test_related_clauses_far_apart_not_duplicates_not_hubs():
     assert all(spans[3][0] not in (p.a.start, p.b.start) for p in pairs)  # nothing like it
     # too close: nothing
     assert related_clauses(doc, spans, [None] * 5, V, min_gap=10 ** 6) == []
+    # top caps the pairs, and top = 0 asks for none
+    assert pairs and related_clauses(doc, spans, [None] * 5, V, min_gap=1000, min_similarity=0.3, hub_k=1,
+                                     top=0) == []
+    assert len(related_clauses(doc, spans, [None] * 5, V, min_gap=1000, min_similarity=0.3, hub_k=1, top=1)) == 1
 
 
 def test_real_cuad_contract(shared_data):

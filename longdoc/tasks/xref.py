@@ -635,6 +635,8 @@ def related_clauses(doc: Document, spans: list[tuple[int, int]], labels: list[st
     shingles: dict[int, set] = {}
     out = []
     for o in order:
+        if len(out) >= top:  # checked first: top = 0 asks for none
+            break
         i, j = int(ii[o]), int(jj[o])
         if used[i] >= per_segment or used[j] >= per_segment:
             continue
@@ -649,8 +651,6 @@ def related_clauses(doc: Document, spans: list[tuple[int, int]], labels: list[st
                                _short(text[spans[i][0]:spans[i][1]], 200), _short(text[spans[j][0]:spans[j][1]], 200)))
         used[i] += 1
         used[j] += 1
-        if len(out) >= top:
-            break
     return out
 
 
