@@ -121,3 +121,16 @@ def test_ask_hints_stream_before_reading_a_large_text_file(tiny_model_dir, tmp_p
     small.write_text("\n".join(LOG))
     r = _ask([str(small), "database error"], tiny_model_dir)
     assert r.exit_code in (0, 1) and "--stream" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("case", ["empty", "blank", "devices", "shard-tokens"])
+def test_ask_stream_empty_input_and_sharding_options_are_errors(tiny_model_dir, tmp_path, case):
+    """An empty input is "no text to search" (exit 2) as without --stream, not "nothing found"
+    (exit 1); --devices and --shard-tokens, which --stream cannot use, are refused, not ignored."""
+    text = {"empty": "", "blank": " \n\n \t\n"}.get(case, "The licensee shall pay the fees.\n")
+    extra = {"devices": ["--devices", "2"], "shard-tokens": ["--shard-tokens", "64"]}.get(case, [])
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    r = subprocess.run([sys.executable, "-m", "longdoc", "ask", "-", "fees?", "--stream", *extra, "--model",
+                        str(tiny_model_dir)], input=text, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert ("no text to search" if case in ("empty", "blank") else "takes no --devices") in r.stderr

@@ -49,10 +49,13 @@ def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, w
     from longdoc.tasks.stream_ask import ask_stream
 
     encoder = load_encoder(model, window=window)
+    stats: dict = {}
     answers = ask_stream(src.chunks, qs, encoder=encoder, k=k, threshold=threshold, sinks=params.get("sinks", 4),
-                         path=path, pages=src.kind == "pdf")
+                         path=path, pages=src.kind == "pdf", stats=stats)
     for w in src.warnings:
         warn(f"{path}: {w}")
+    if not stats.get("passages"):  # as without --stream: an empty input is an error, not "nothing found"
+        raise LongdocError(f"{path}: no text to search")
     return answers
 
 
@@ -138,6 +141,12 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
             raise LongdocError("give one of --json and --jsonl")
         qs = _questions(questions, questions_file)
         if stream:
+            from click.core import ParameterSource
+
+            cmdline = click.get_current_context().get_parameter_source("devices") == ParameterSource.COMMANDLINE
+            if shard_tokens is not None or (cmdline and devices != "1"):  # (not LONGDOC_DEVICES, set for all runs)
+                raise LongdocError("--stream encodes window by window on one device: it takes no --devices "
+                                   "or --shard-tokens")
             answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,
                                   attention=attention, password=password, warn=warn)
         elif path != "-" and Path(path).is_dir():
