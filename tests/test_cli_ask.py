@@ -121,6 +121,7 @@ def test_out_of_memory_is_one_line_exit_2(tiny_model_dir, contract):
     (["ask", "{contract}"], "no question"),
     (["ask", "{contract}", "q?", "--model", "/nonexistent-model"], "model folder not found"),
     (["ask", "{contract}", "q?", "--json", "--jsonl"], "one of --json and --jsonl"),
+    (["ask", "{contract}", "q?", "--lang", "python"], "filter the files of an indexed directory"),
     (["classify", "{contract}", "--preset", "cuad-types", "--json", "--jsonl"], "one of --json and --jsonl"),
 ])
 def test_bad_input_is_one_line_exit_2(contract, args, needle):

@@ -246,6 +246,11 @@ def test_search_filters_lang_glob_threshold_k(tree):
     assert search(tree, q, encoder=enc, k=20, threshold=1.01)[0].results == []
     with pytest.raises(LongdocError, match="empty question"):
         search(tree, ["  "], encoder=enc)
+    # a filter that matches no indexed file is a typo, not "nothing found"
+    with pytest.raises(LongdocError, match="no indexed file has it .*markdown.*python"):
+        search(tree, q, encoder=enc, lang=["klingon"])
+    with pytest.raises(LongdocError, match="no indexed file matches"):
+        search(tree, q, encoder=enc, glob=["nowhere/**"])
 
 
 def test_search_indexes_a_new_root_and_refreshes_a_stale_one(tree):

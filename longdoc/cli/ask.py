@@ -140,6 +140,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         if as_json and as_jsonl:
             raise LongdocError("give one of --json and --jsonl")
         qs = _questions(questions, questions_file)
+        if (lang or globs) and (path == "-" or not Path(path).is_dir()):
+            raise LongdocError("--lang and --glob filter the files of an indexed directory; PATH is one file")
         if stream:
             from click.core import ParameterSource
 

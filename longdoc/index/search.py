@@ -58,15 +58,25 @@ def _file_filter(store: Store, lang: Sequence[str] | None, glob: Sequence[str] |
         return None
     import pathspec
 
-    spec = pathspec.GitIgnoreSpec.from_lines(glob) if glob else None
+    try:
+        spec = pathspec.GitIgnoreSpec.from_lines(glob) if glob else None
+    except Exception as e:  # pathspec's own error types for a malformed pattern ("[")
+        raise LongdocError(f"--glob: not a valid pattern ({e})") from None
     langs = {x.lower() for x in lang} if lang else None
-    ids = []
+    ids, known, globbed = [], set(), 0
     for fid, path, language, kind in store.conn.execute("SELECT id, path, language, kind FROM files"):
+        known.update(x.lower() for x in (language, kind) if x)
+        matched = spec is None or spec.match_file(path)
+        globbed += matched
         if langs is not None and (language or "").lower() not in langs and (kind or "").lower() not in langs:
             continue
-        if spec is not None and not spec.match_file(path):
-            continue
-        ids.append(fid)
+        if matched:
+            ids.append(fid)
+    if spec is not None and not globbed:
+        raise LongdocError(f"--glob {' '.join(glob)}: no indexed file matches")
+    if langs is not None and not langs & known:  # a typo would otherwise read as "nothing found"
+        raise LongdocError(f"--lang {', '.join(sorted(langs))}: no indexed file has it (the index holds: "
+                           f"{', '.join(sorted(known)) or 'nothing'})")
     return ids
 
 
