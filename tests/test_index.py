@@ -337,6 +337,24 @@ def test_second_writer_refused_while_readers_go_on(tree):
     assert build(tree, encoder=HashEncoder(), wait=False).encoded == ["new.py"]
 
 
+def test_search_waits_for_a_first_index_run_instead_of_finding_nothing(tree):
+    """While another process runs the first `index` of a tree, its database exists but holds no file:
+    `ask DIR` waits for that run rather than answer "nothing found" from an empty index."""
+    import threading
+
+    from longdoc.index.store import IndexLock, Store
+
+    db = db_path(tree)
+    with Store(db, root=str(tree)) as st:
+        st.init_manifest(str(tree), "test")
+    holder = IndexLock(db)
+    holder.acquire(wait=False)
+    threading.Timer(1.0, holder.release).start()
+    notes = []
+    assert search(tree, ["bearer token"], encoder=HashEncoder(), notify=notes.append)[0].results
+    assert "first time; waiting" in notes[0]
+
+
 # -- status / list / clean -------------------------------------------------------------------------
 
 def test_status_list_clean(tree, tmp_path):

@@ -80,6 +80,14 @@ def _file_filter(store: Store, lang: Sequence[str] | None, glob: Sequence[str] |
     return ids
 
 
+def _holds_no_file(db: Path) -> bool:
+    try:
+        with Store(db, readonly=True) as store:
+            return store.counts()["files"] == 0
+    except LongdocError:  # not readable yet (being created): nothing to search either
+        return True
+
+
 def _stderr(msg: str) -> None:
     print(f"longdoc: {msg}", file=sys.stderr, flush=True)
 
@@ -148,7 +156,11 @@ def search(
         except LongdocError as e:
             if "another `longdoc index`" not in str(e):
                 raise
-            if notify:
+            if _holds_no_file(db):  # that process's first run: nothing committed to search yet
+                if notify:
+                    notify("another process is indexing this tree for the first time; waiting for it")
+                build(root, encoder=lazy, index_dir=index_dir, wait=True)
+            elif notify:
                 notify("another process is updating the index; searching its last committed state")
 
     with Store(db, readonly=True, root=str(root)) as store:
