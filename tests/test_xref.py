@@ -219,7 +219,10 @@ def test_cli_errors_exit_2_one_line(tmp_path):
 
     code = tmp_path / "x.py"
     code.write_text("def f():\n    return 1\n")
-    for args in (["xref", str(tmp_path / "missing.txt"), "--no-related"], ["xref", str(code), "--no-related"]):
+    doc = tmp_path / "c.txt"
+    doc.write_text("1. Term. This Agreement lasts a year.\n")
+    for args in (["xref", str(tmp_path / "missing.txt"), "--no-related"], ["xref", str(code), "--no-related"],
+                 ["xref", str(doc), "--min-similarity", "nan"], ["xref", str(doc), "--min-similarity", "5"]):
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 2

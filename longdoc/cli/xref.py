@@ -27,6 +27,12 @@ def _read(engine, path: str, password: str | None):
     return doc
 
 
+def _cosine(ctx, param, value):
+    if not -1.0 <= value <= 1.0:  # also NaN, which no pair would ever clear
+        raise click.BadParameter(f"{value} is not a cosine (between -1 and 1)", ctx=ctx, param=param)
+    return value
+
+
 @click.command("xref")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...", callback=nonempty_paths)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per file.")
@@ -38,8 +44,8 @@ def _read(engine, path: str, password: str | None):
               help="At most this many related-clause pairs.")
 @click.option("--min-gap", default=2000, show_default=True, type=click.IntRange(min=0),
               help="Related clauses must be at least this many characters apart.")
-@click.option("--min-similarity", default=0.5, show_default=True, type=float,
-              help="Related clauses need at least this cosine similarity.")
+@click.option("--min-similarity", default=0.5, show_default=True, type=float, callback=_cosine,
+              help="Related clauses need at least this cosine similarity (-1 to 1).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (safetensors).")
 @click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
