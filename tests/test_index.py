@@ -23,7 +23,7 @@ from longdoc.index.locate import db_path
 from longdoc.index.store import Migration, Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_index_fakes import HashEncoder, bag_vector  # noqa: E402
+from test_index_fakes import HashEncoder, bag_vector, write_tree  # noqa: E402
 
 FILES = {
     "auth/tokens.py": 'def check_token(token):\n    """Validate a bearer token."""\n    return token.startswith("tk_")\n\n\n'
@@ -37,12 +37,7 @@ FILES = {
 
 @pytest.fixture
 def tree(tmp_path):
-    root = tmp_path / "repo"
-    for rel, text in FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return root
+    return write_tree(tmp_path / "repo", FILES)
 
 
 def backdate(root: Path, seconds: float = 60) -> None:

@@ -74,3 +74,20 @@ def child_env(tmp_path, delay: float = 0.0, fingerprint: str = "hash-bag-v1") ->
     env["LONGDOC_MODEL"] = os.path.join(str(tmp_path), "no-model-here")  # if the patch fails, fail loudly
     env["FAKE_FP"] = fingerprint
     return env
+
+
+def write_tree(root, files: dict, *, age: float | None = None):
+    """A small repository at ``root`` (Path): ``files`` maps relative paths to text. ``age`` seconds
+    backdates every mtime, as a real checkout's (outside the indexer's racy-mtime window)."""
+    import os
+    import time
+
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    if age is not None:
+        t = time.time() - age
+        for p in root.rglob("*"):
+            os.utime(p, (t, t))
+    return root

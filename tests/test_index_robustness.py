@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_index_fakes import HashEncoder, bag_vector, child_env  # noqa: E402
+from test_index_fakes import HashEncoder, bag_vector, child_env, write_tree  # noqa: E402
 
 from longdoc.errors import LongdocError  # noqa: E402
 from longdoc.index import build, search, status  # noqa: E402
@@ -34,15 +34,7 @@ BAD_TEXT = "def parse_options(argv):\n    return dict(a.split('=') for a in argv
 
 @pytest.fixture
 def tree(tmp_path):
-    root = tmp_path / "repo"
-    for rel, text in FILES.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    t = time.time() - 60  # as a real checkout: mtimes well before the run (outside _RACY_S)
-    for p in root.rglob("*"):
-        os.utime(p, (t, t))
-    return root
+    return write_tree(tmp_path / "repo", FILES, age=60)
 
 
 def write_bad_name(folder: Path) -> str:
