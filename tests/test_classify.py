@@ -134,6 +134,28 @@ def test_cli_train_and_use_head(tmp_path, tiny_model_dir):
     res = CliRunner().invoke(cli, ["classify", str(doc), "--head", str(out), "--model", str(tiny_model_dir), "--jsonl"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["label"] == "nda"  # the training documents themselves are separable
+    assert "trained with another model" not in res.output
+
+
+def test_head_used_with_other_settings_warns(tmp_path, tiny_model_dir, capfd):
+    """A head records the model and settings it was fitted with; vectors of the same size made with
+    another --window still differ, so using it there says so on stderr (and still classifies)."""
+    root = tmp_path / "train"
+    for label, text in (("nda", NDA), ("lease", LEASE)):
+        (root / label).mkdir(parents=True)
+        (root / label / "0.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "head.safetensors"
+    with pytest.raises(SystemExit) as e:
+        main(["classify", "train", str(root), "--out", str(out), "--model", str(tiny_model_dir)])
+    assert e.value.code in (0, None)
+    doc = tmp_path / "x.txt"
+    doc.write_text(NDA, encoding="utf-8")
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["classify", str(doc), "--head", str(out), "--model", str(tiny_model_dir), "--window", "4"])
+    captured = capfd.readouterr()
+    assert e.value.code == 0 and "nda" in captured.out
+    assert "trained with another model or settings" in captured.err
 
 
 @pytest.mark.parametrize("args", [

@@ -92,6 +92,10 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
         from longdoc.tasks.ask import Engine
 
         engine = Engine(model=model, window=window, use_cache=not no_cache)
+        if head is not None and head.model and head.model != engine.identity:
+            # The vector size matched (Head.check), but other weights or settings give other vectors.
+            render.warning(f"{head_path} was trained with another model or settings (--model, --window); "
+                           "its scores may not hold here", as_json=as_json or as_jsonl)
         failed = 0
         for path in files:
             # Only reading is per FILE: an error of the model or the head would recur on every FILE,
