@@ -11,6 +11,11 @@ import itertools
 import torch
 
 
+def _configs(spec: str, fallback=()) -> list[tuple[int, ...]]:
+    """"128,32,4,3;64,64,4,2" -> [(128, 32, 4, 3), (64, 64, 4, 2)]; ``fallback`` when empty."""
+    return [tuple(int(x) for x in c.split(",")) for c in spec.split(";")] if spec else list(fallback)
+
+
 def main(argv=None):
     from triton.testing import do_bench
 
@@ -52,7 +57,7 @@ def main(argv=None):
           flush=True)
     res = []
     if a.fwd_configs:
-        sweep = [tuple(int(x) for x in c.split(",")) for c in a.fwd_configs.split(";")]
+        sweep = _configs(a.fwd_configs)
     else:
         sweep = [c for c in itertools.product((64, 128, 256), (32, 64, 128), (4, 8), (2, 3, 4))
                  if not ((c[0] == 256 and c[2] == 4) or (c[0] == 64 and c[2] == 8) or c[0] * c[1] > 256 * 64
@@ -84,15 +89,11 @@ def main(argv=None):
         base = ta._blocks
         default = base(a.d, torch.bfloat16)
         f_bwd = 2.5 * f  # backward FLOPs: 5 matmuls against the forward's 2
-
-        def parse(spec, fallback):
-            return [tuple(int(x) for x in c.split(",")) for c in spec.split(";")] if spec else fallback
-
-        kv_sets = parse(a.kv_configs, [(128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
-                                       (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 32, 4, 3),
-                                       (128, 128, 8, 2)])
-        dq_sets = parse(a.dq_configs, [(128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
-                                       (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)])
+        kv_sets = _configs(a.kv_configs, [(128, 64, 8, 2), (128, 64, 8, 4), (128, 32, 4, 2), (128, 32, 4, 3),
+                                          (64, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2), (64, 32, 4, 3),
+                                          (128, 128, 8, 2)])
+        dq_sets = _configs(a.dq_configs, [(128, 32, 4, 2), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 8, 3),
+                                          (64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3)])
         sets = [dict(default)]
         sets += [dict(default, kv_n=n_, kv_m=m_, kv_warps=w_, kv_stages=s_) for n_, m_, w_, s_ in kv_sets]
         sets += [dict(default, dq_m=m_, dq_n=n_, dq_warps=w_, dq_stages=s_) for m_, n_, w_, s_ in dq_sets]

@@ -51,7 +51,7 @@ from .sources.document import Document, Segment
 DEFAULT_MAX_CHARS = 800
 DEFAULT_MIN_CHARS = 200
 
-__all__ = ["segment", "clauses", "DEFAULT_MAX_CHARS", "DEFAULT_MIN_CHARS"]
+__all__ = ["segment", "clauses", "blank_text", "DEFAULT_MAX_CHARS", "DEFAULT_MIN_CHARS"]
 
 
 @dataclass
@@ -148,6 +148,11 @@ def _line_starts_block(line: str, markdown: bool, heading: bool) -> bool:
 def _blank(c: str) -> bool:
     """Whitespace for segmentation: str.isspace() plus the byte order mark U+FEFF."""
     return c.isspace() or c == "\ufeff"
+
+
+def blank_text(text: str) -> bool:
+    """True when ``text`` holds nothing but what ``_blank`` calls whitespace: no segment to make."""
+    return not text.replace("\ufeff", "").strip()
 
 
 def _trim(text: str, s: int, e: int) -> tuple[int, int]:

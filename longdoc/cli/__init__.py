@@ -132,8 +132,5 @@ def main(argv=None):
         click.echo("longdoc: error: out of memory (a smaller --window or --attention setting, fewer "
                    "--devices or a shorter input needs less)", err=True)
         sys.exit(2)
-    except BrokenPipeError:
-        # `longdoc ask ... | head`: the reader left; not an error of ours.
-        os._exit(0)
     _flush_stdout()
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -20,11 +20,9 @@ def _not_nan(ctx, param, value):
 
 
 def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
-    from longdoc.sources.text import decode_text
+    from longdoc.sources.text import decode_text, without_surrogates
 
-    # A non-UTF-8 byte in an argument reaches Python as a lone surrogate, which no encoder accepts:
-    # back to its bytes, then U+FFFD for the bytes that are not UTF-8.
-    qs = [q.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for q in questions]
+    qs = [without_surrogates(q) for q in questions]
     if questions_file is not None:  # any encoding the document loader reads (UTF-16, cp1252, ...)
         text = decode_text(questions_file.read(), questions_file.name)[0]
         qs += [line.strip() for line in text.splitlines() if line.strip()]

@@ -8,6 +8,7 @@ import click
 
 from longdoc.cli import errors_as_json, file_error, nonempty_paths
 from longdoc.errors import LongdocError
+from longdoc.segment import blank_text
 
 _COMMON = [
     click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True),
@@ -26,10 +27,8 @@ def _common(f):
 
 def _read(engine, path: str, password: str | None):
     """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still classified)."""
-    if path != "-" and not os.path.exists(path):
-        raise LongdocError(f"{path}: no such file")
     doc = engine.load(path, password=password)
-    if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
+    if blank_text(doc.text):
         raise LongdocError(f"{path}: no text to classify")
     return doc
 

@@ -1,19 +1,17 @@
 """`longdoc xref FILE...`: the clause graph of each file (references, defined terms, related clauses)."""
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
 from longdoc.cli import errors_as_json, file_error, nonempty_paths
 from longdoc.errors import LongdocError
+from longdoc.segment import blank_text
 
 
 def _read(engine, path: str, password: str | None):
     """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still read)."""
-    if path != "-" and not os.path.exists(path):
-        raise LongdocError(f"{path}: no such file")
     if engine is not None:
         doc = engine.load(path, password=password)
     else:
@@ -22,7 +20,7 @@ def _read(engine, path: str, password: str | None):
         doc = load(path, password=password)
     if doc.kind == "code":
         raise LongdocError(f"{path}: is source code; xref reads contracts and other prose")
-    if not doc.text.replace("\ufeff", "").strip():  # the segmenter takes U+FEFF for a space too
+    if blank_text(doc.text):
         raise LongdocError(f"{path}: no text")
     return doc
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import LongdocError
 from ..results import Answer, Hit
+from ..sources.text import without_surrogates
 from . import locate
 from .indexer import LazyEncoder, build, model_mismatch
 from .store import IndexNotWritable, Store
@@ -30,7 +31,6 @@ LEXICAL_DEPTH = 300
 FUSION_WEIGHTS = (0.25, 1.0, 1.0)
 # Default cut on the reported score (the in-context cosine): keep everything ranked.
 DEFAULT_THRESHOLD = -1.0
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _STOPWORDS = frozenset("""a an and are as at be by for from has have if in into is it its of on or
 that the their then there these this to was were will with which what when where who how do does
 return returns""".split())
@@ -118,9 +118,7 @@ def search(
     """
     from longdoc.tasks import retrieve
 
-    # A lone surrogate (how Python holds a non-UTF-8 byte of an argument) is refused by the tokenizer
-    # and by sqlite3 (the question cache): U+FFFD instead, as `longdoc ask` does for its arguments.
-    questions = [_SURROGATE.sub("\ufffd", q).strip() for q in questions]
+    questions = [without_surrogates(q).strip() for q in questions]  # also for callers other than the CLI
     if not questions or any(not q for q in questions):
         raise LongdocError("empty question")
     root = Path(root).resolve()

@@ -41,6 +41,15 @@ _BOMS = (  # longest first: the UTF-32-LE BOM starts with the UTF-16-LE one
 _NON_ASCII_TEXT = re.compile("[^\x00-\x7f\ufffd]")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """U+FFFD for each lone surrogate: how Python holds a byte of a command-line argument that is not
+    UTF-8, which no encoder (the tokenizer, sqlite3) accepts."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def universal_newlines(text: str) -> str:
     """What text mode's ``newline=None`` does to a decoded string: CRLF and lone CR become LF."""
     if "\r" not in text:
