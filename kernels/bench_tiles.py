@@ -1,7 +1,12 @@
-"""Tile sweep for the Triton kernels: time each forward tile shape and each backward tile set on one
-shape, so that the tile table (`_blocks` in triton_attention.py) is chosen from measurements.
+"""Tile sweep for the attention kernels: time each forward tile shape and each backward tile set on one
+shape, so that the tile tables (`_blocks` in triton_attention.py, `TILES` in hopper_attention.py) are
+chosen from measurements.
 
     python -m longdoc.kernels.bench_tiles [--n 65536] [--G 16] [--d 64] [--w 256] [--fwd-configs "128,64,4,2;128,32,4,3"]
+        [--hopper-configs "64,4,4,96,112;64,4,3,128,160"]
+
+--fwd-configs times the Triton forward kernel (also where the Hopper kernel would serve the call);
+--hopper-configs the warp-specialised Gluon one on an sm_90 GPU.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ def _configs(spec: str, fallback=()) -> list[tuple[int, ...]]:
 def main(argv=None):
     from triton.testing import do_bench
 
+    from . import hopper_attention as ha
     from . import triton_attention as ta
     from .bench import HEADS, make_inputs, useful_flops
 
@@ -32,6 +38,9 @@ def main(argv=None):
                    help="q, k, v as head views of one (1, n, 3, H, d) projection, as the encoder holds them")
     p.add_argument("--fwd-configs", default="",
                    help="';'-separated BLOCK_M,BLOCK_N,warps,stages (default: a sweep)")
+    p.add_argument("--hopper-configs", default="",
+                   help="';'-separated BLOCK_N,stages,consumers,maxnreg,consumer_regs of the Hopper (sm_90) "
+                        "forward kernel to time")
     p.add_argument("--kv-configs", default="",
                    help="with --bwd: ';'-separated dK/dV kv_n,kv_m,warps,stages to time (default: a fixed set)")
     p.add_argument("--dq-configs", default="",
@@ -79,6 +88,21 @@ def main(argv=None):
                   f"{f' maxnreg {cap}' if cap else ''} {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
     ta._FWD_OVERRIDE = ta._FWD_MAXNREG = None
     ta._ONE_LOOP = ta._IF_MASK = False
+    for cfg in _configs(a.hopper_configs):
+        ha._TILES_OVERRIDE = cfg
+        try:
+            if not ha.supported(q, k, v, q, 1, False, 16 if a.G else 0):
+                raise RuntimeError("the Hopper kernel does not serve this call (GPU, Triton or shape)")
+            with torch.no_grad():
+                ms = do_bench(lambda: ta.local_global_attention_triton(q, k, v, window=a.w, global_idx=gidx),
+                              warmup=20, rep=100, return_mode="median")
+        except Exception as e:
+            print(f"hopper {cfg} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
+            continue
+        finally:
+            ha._TILES_OVERRIDE = None
+        res.append((ms, ("hopper",) + cfg))
+        print(f"hopper {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} TFLOP/s", flush=True)
     for ms, cfg in sorted(res)[:5]:
         print(f"best {cfg} {ms:.3f} ms {f / ms / 1e9:.0f} useful TFLOP/s")
     if a.bwd:

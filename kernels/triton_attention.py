@@ -38,6 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import hopper_attention
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 LOG2E = 1.4426950408889634  # 1/ln 2: exp(x) = exp2(x * LOG2E)
@@ -1018,6 +1020,10 @@ def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dil
     bm, bn, warps, stages, if_mask = _fwd_tiles(D, q.dtype)
     n_mblk = triton.cdiv(n_r_max, bm)
     fuse = qg is not None and dilation * n_mblk <= _FUSE_MAX_CHUNKS
+    if (not fuse and _FWD_OVERRIDE is None
+            and hopper_attention.supported(q, k, v, out, dilation, has_kpm, g_pad)):  # sm_90: warp-specialised
+        hopper_attention.band_forward(q, k, v, out, lse, window, scale, g_pad, gpos, kg, vg)
+        return None
     po = pl = dummy
     if fuse:
         po = torch.empty(B, H, dilation * n_mblk, g_pad, D, dtype=torch.float32, device=q.device)

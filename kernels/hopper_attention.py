@@ -1,0 +1,345 @@
+"""The forward band kernel for Hopper GPUs (sm_90), warp-specialised, in Gluon.
+
+Why a second forward kernel: the Triton band kernel gives every 128-row query block its own copy of
+the band's K/V tiles and walks 640 keys per row for the 513 a row sees at w = 256 (80% useful). Here
+one program owns ``NUM_C`` x 64 rows: a one-warp loader streams the band's K/V blocks with the bulk
+tensor copy engine (TMA) into a ring of ``STAGES`` shared-memory slots, and ``NUM_C`` consumer
+warpgroups (64 rows each, the height of one wgmma) read the same slots, each walking only the blocks
+its own rows reach (576 keys at w = 256: 89% useful). Each consumer issues the next block's Q K^T on
+the tensor cores before the current block's softmax, so the two overlap (FlashAttention-3's
+intra-warpgroup pipelining); the loader and the other consumers overlap the rest. A slot is refilled
+once every consumer has released it (an mbarrier that counts ``NUM_C`` arrivals).
+
+Measured on an H100 (docs/kernels.md, session 7): the forward band pass at d = 64 is 1.01-1.05x the
+Triton kernel's at 64k tokens and 1.11x at 1M; at d = 128, 1.21x at 256k. At d = 32 it is slower
+(0.76x), so d = 32 stays on Triton.
+
+The P V product is retired within each step. Keeping it in flight into the next step, as
+FlashAttention-3 does, made ptxas serialise every wgmma (its warning C7514: the loop's register moves
+read an in-flight accumulator), which cost 15%.
+
+Same contract as ``triton_attention._fwd_band_kernel`` for the calls it serves (``supported``): the
+compact global tile first (global keys already inside a row's band are masked there, as in the Triton
+kernel), then the band; output and natural-log LSE stored. Global query rows, dilation, key padding,
+fp32, head dims other than 64 and 128, and short inputs whose global rows ride along the band kernel
+stay with the Triton kernels.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import triton
+
+try:  # Gluon's Hopper modules need a CUDA build of Triton >= 3.6 (warp_specialize's list form)
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                                   warpgroup_mma, warpgroup_mma_wait)
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    HAVE_GLUON = "functions_and_args" in inspect.signature(gl.warp_specialize).parameters
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    HAVE_GLUON = False
+
+# (BLOCK_N, STAGES, NUM_C, maxnreg, consumer registers) per head dim, from .evaldev-style sweeps on the
+# H100 (docs/kernels.md): a program holds NUM_C consumer warpgroups and one loader warp, one program
+# per SM. maxnreg is the kernel's register cap at launch (65,536 registers over (NUM_C + 1) * 128
+# threads); the loader gives back all but 24 and the consumers take CONS_REGS. More consumers were
+# faster at every head dim until their registers ran out: five at d = 64 spilled, and ptxas then
+# serialised the wgmmas (warning C7512).
+TILES = {64: (64, 4, 4, 96, 112), 128: (64, 4, 3, 128, 160)}
+_MAX_G_PAD = 64  # a wider global tile (S x G_PAD scores per consumer) does not fit the registers
+_SMEM_LIMIT = 227 * 1024
+SUB_M = 64  # rows per consumer: one wgmma's height
+_LOG2_E = 1.4426950408889634
+
+if HAVE_GLUON:
+    _SUB_M = gl.constexpr(SUB_M)
+
+    @gluon.jit
+    def _softmax_step(s, m_i, l_i, masked, kb, q_idx, N, window, qk_scale, BLOCK_N: gl.constexpr,
+                      col_s: gl.constexpr):
+        """Online softmax over score block s (keys kb + [0, BLOCK_N)); masks only when told to."""
+        if masked:
+            k_idx = kb + gl.arange(0, BLOCK_N, layout=col_s)
+            rel = k_idx[None, :] - q_idx[:, None]
+            ok = (rel <= window) & (rel >= -window) & (k_idx[None, :] >= 0) & (k_idx[None, :] < N)
+            s = gl.where(ok, s, float("-inf"))
+        # m_i starts finite (-1e30), so a block with every key masked leaves it finite: no NaN
+        m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+        p = gl.exp2(s * qk_scale - m_new[:, None])
+        alpha = gl.exp2(m_i - m_new)
+        l_i = l_i * alpha + gl.sum(p, 1)
+        return p, alpha, m_new, l_i
+
+    @gluon.jit
+    def _step(s, acc, m_i, l_i, t, key0, r0, q_idx, N, window, qk_scale, BLOCK_N: gl.constexpr,
+              col_s: gl.constexpr, row_o: gl.constexpr):
+        """Softmax of score block t and the rescaled accumulator. A block inside every row's band
+        (rows r0 .. r0 + 63) and inside [0, N) is not masked."""
+        kb = key0 + t * BLOCK_N
+        masked = (kb < r0 + 63 - window) | (kb + BLOCK_N - 1 > r0 + window) | (kb < 0) | (kb + BLOCK_N > N)
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, masked, kb, q_idx, N, window, qk_scale, BLOCK_N, col_s)
+        return p, acc * gl.convert_layout(alpha, row_o)[:, None], m_i, l_i
+
+    @gluon.jit
+    def _pv(p, acc, v_smem, v_bar, t, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+            p_layout: gl.constexpr):
+        """Issue acc += P V(t), asynchronously, once block t's V has landed."""
+        slot = t % STAGES
+        mbarrier.wait(v_bar.index(slot), (t // STAGES) & 1)
+        return warpgroup_mma(gl.convert_layout(p.to(v_smem.dtype), p_layout),
+                             v_smem.index(slot).reshape([BLOCK_N, HEAD_DIM]), acc, is_async=True)
+
+    @gluon.jit
+    def _release_unused(t, k_bar, v_bar, empty_bar, STAGES: gl.constexpr):
+        """Release block t, which this consumer's rows do not reach. It waits for the block to land
+        first: an arrival before that could count toward the slot's previous fill."""
+        slot = t % STAGES
+        phase = (t // STAGES) & 1
+        mbarrier.wait(k_bar.index(slot), phase)
+        mbarrier.wait(v_bar.index(slot), phase)
+        mbarrier.arrive(empty_bar.index(slot), count=1)
+
+    @gluon.jit
+    def _consumer(c: gl.constexpr, cargs, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, G_PAD: gl.constexpr,
+                  STAGES: gl.constexpr, NUM_C: gl.constexpr):
+        """Consumer warpgroup c: rows m0 + 64c + [0, 64) against the global tile, then their band."""
+        bufs, bars, ptrs, scalars = cargs
+        q_smem, k_smem, v_smem, kg_smem, vg_smem = bufs
+        q_bar, k_bar, v_bar, empty_bar = bars
+        o_desc, GPOS, Lse = ptrs
+        b, h, m0, N, window, qk_scale, stride_pb, stride_lb, stride_lh = scalars
+        dtype: gl.constexpr = o_desc.dtype
+        # wgmma accumulators: S = Q K^T and O; P enters P V from registers. Both spread rows alike, so
+        # row vectors move between them for free.
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+        row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+        # block t holds keys key0 + t * BLOCK_N + [0, BLOCK_N); rows r0 .. r0 + 63 reach blocks
+        # [t_lo, t_hi) (keys r0 - w .. r0 + 63 + w)
+        r0 = m0 + c * _SUB_M
+        key0 = m0 - window
+        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_N - 1) // BLOCK_N
+        t_lo = (c * _SUB_M) // BLOCK_N
+        t_hi = gl.minimum((c * _SUB_M + _SUB_M - 1 + 2 * window) // BLOCK_N + 1, n_blk)
+
+        q_idx = r0 + gl.arange(0, _SUB_M, layout=row_s)
+        m_i = gl.full([_SUB_M], -1.0e30, gl.float32, layout=row_s)
+        l_i = gl.zeros([_SUB_M], gl.float32, layout=row_s)
+        acc = gl.zeros([_SUB_M, HEAD_DIM], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([_SUB_M, BLOCK_N], gl.float32, layout=s_layout)
+        mbarrier.wait(q_bar.index(c), 0)
+        q = q_smem.index(c).reshape([_SUB_M, HEAD_DIM])
+
+        if G_PAD > 0:  # the compact global tile, once; a global key inside the row's band is the band's
+            g_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                               instr_shape=[16, G_PAD, 16])
+            sg = warpgroup_mma(q, kg_smem.permute((1, 0)), gl.zeros([_SUB_M, G_PAD], gl.float32, layout=g_layout),
+                               use_acc=False)
+            g_pos = gl.load(GPOS + b.to(gl.int64) * stride_pb + gl.arange(0, G_PAD, layout=gl.SliceLayout(0, g_layout)))
+            rel = g_pos[None, :] - (r0 + gl.arange(0, _SUB_M, layout=gl.SliceLayout(1, g_layout)))[:, None]
+            sg = gl.where((g_pos[None, :] >= 0) & ((rel > window) | (rel < -window)), sg, float("-inf"))
+            m_g = gl.maximum(gl.max(sg, 1) * qk_scale, -1.0e30)
+            pg = gl.exp2(sg * qk_scale - m_g[:, None])
+            l_i = gl.convert_layout(gl.sum(pg, 1), row_s)
+            m_i = gl.convert_layout(m_g, row_s)
+            acc = warpgroup_mma(gl.convert_layout(pg.to(dtype), p_layout), vg_smem, acc)
+
+        for t in range(0, t_lo):
+            _release_unused(t, k_bar, v_bar, empty_bar, STAGES)
+        mbarrier.wait(k_bar.index(t_lo % STAGES), (t_lo // STAGES) & 1)
+        s = warpgroup_mma(q, k_smem.index(t_lo % STAGES).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
+                          use_acc=False)
+        # per step: issue S(t + 1), softmax(t) while it runs, then P V(t); both retired before the next
+        # step, so no accumulator is in flight across the loop edge (see the module docstring)
+        for t in range(t_lo, t_hi - 1):
+            nslot = (t + 1) % STAGES
+            mbarrier.wait(k_bar.index(nslot), ((t + 1) // STAGES) & 1)
+            s_next = warpgroup_mma(q, k_smem.index(nslot).reshape([BLOCK_N, HEAD_DIM]).permute((1, 0)), s_zero,
+                                   use_acc=False, is_async=True)
+            p, acc, m_i, l_i = _step(s, acc, m_i, l_i, t, key0, r0, q_idx, N, window, qk_scale, BLOCK_N, col_s, row_o)
+            acc = _pv(p, acc, v_smem, v_bar, t, HEAD_DIM, BLOCK_N, STAGES, p_layout)
+            acc, s = warpgroup_mma_wait(0, deps=(acc, s_next))
+            mbarrier.arrive(empty_bar.index(t % STAGES), count=1)
+        t = t_hi - 1
+        p, acc, m_i, l_i = _step(s, acc, m_i, l_i, t, key0, r0, q_idx, N, window, qk_scale, BLOCK_N, col_s, row_o)
+        acc = warpgroup_mma_wait(0, deps=(_pv(p, acc, v_smem, v_bar, t, HEAD_DIM, BLOCK_N, STAGES, p_layout), ))
+        mbarrier.arrive(empty_bar.index(t % STAGES), count=1)
+        for t in range(t_hi, n_blk):
+            _release_unused(t, k_bar, v_bar, empty_bar, STAGES)
+
+        empty = l_i == 0.0  # no visible key: output 0, LSE -inf
+        l_safe = gl.where(empty, 1.0, l_i)
+        out = acc / gl.convert_layout(l_safe, row_o)[:, None]
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+        gl.store(Lse + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + q_idx, lse, mask=q_idx < N)
+        q_smem.index(c).reshape([_SUB_M, HEAD_DIM]).store(out.to(dtype))  # Q is read no more: reuse its tile
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [b, h, r0, 0], q_smem.index(c))  # rows >= N are dropped
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _loader(largs, HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, NUM_C: gl.constexpr):
+        """The one loader warp: every consumer's Q tile, then the band's K/V blocks into the ring, each
+        slot once all consumers have released its previous block. Rows outside [0, N) read as zeros."""
+        bufs, bars, descs, scalars = largs
+        q_smem, k_smem, v_smem = bufs
+        q_bar, k_bar, v_bar, empty_bar = bars
+        q_desc, k_desc, v_desc = descs
+        b, h, m0, window = scalars
+        for c in gl.static_range(NUM_C):
+            mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, m0 + c * _SUB_M, 0], q_bar.index(c), q_smem.index(c))
+        key0 = m0 - window
+        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_N - 1) // BLOCK_N
+        for t in range(n_blk):
+            slot = t % STAGES
+            mbarrier.wait(empty_bar.index(slot), ((t // STAGES) & 1) ^ 1)  # the first pass finds them free
+            mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [b, h, key0 + t * BLOCK_N, 0], k_bar.index(slot),
+                                            k_smem.index(slot))
+            mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [b, h, key0 + t * BLOCK_N, 0], v_bar.index(slot),
+                                            v_smem.index(slot))
+
+    @gluon.jit(do_not_specialize=["N", "window"])
+    def _ws_band_fwd_kernel(q_desc, k_desc, v_desc, o_desc, KG, VG, GPOS, Lse,
+                            stride_gb, stride_gh, stride_gm, stride_pb, stride_lb, stride_lh,
+                            H, N, window, qk_scale,
+                            HEAD_DIM: gl.constexpr, BLOCK_N: gl.constexpr, G_PAD: gl.constexpr,
+                            G_LAYOUT: gl.constexpr, STAGES: gl.constexpr, NUM_C: gl.constexpr,
+                            CONS_REGS: gl.constexpr, num_warps: gl.constexpr):
+        """One program: NUM_C * 64 query rows of one (batch, head). Descriptors are 4-D (B, H, N, D)."""
+        pid_m = gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H
+        h = bh % H
+        m0 = pid_m * (NUM_C * _SUB_M)
+        dtype: gl.constexpr = q_desc.dtype
+
+        q_smem = gl.allocate_shared_memory(dtype, [NUM_C] + q_desc.block_type.shape, q_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [NUM_C, 1], mbarrier.MBarrierLayout())
+        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(NUM_C):
+            mbarrier.init(q_bar.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bar.index(i), count=1)
+            mbarrier.init(v_bar.index(i), count=1)
+            mbarrier.init(empty_bar.index(i), count=NUM_C)
+
+        # the global tile, read once here by the default warps, before the partitions fork
+        GP: gl.constexpr = 16 if G_PAD == 0 else G_PAD
+        if G_PAD > 0:
+            ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+            tile = (gl.arange(0, GP, layout=gl.SliceLayout(1, ld))[:, None] * stride_gm
+                    + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, ld))[None, :])
+            g_off = b.to(gl.int64) * stride_gb + h.to(gl.int64) * stride_gh
+            kg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT, gl.load(KG + g_off + tile))
+            vg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT, gl.load(VG + g_off + tile))
+        else:  # unused; the partitions take the same arguments either way
+            kg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT)
+            vg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT)
+        fence_async_shared()
+
+        bars = (q_bar, k_bar, v_bar, empty_bar)
+        cargs = ((q_smem, k_smem, v_smem, kg_smem, vg_smem), bars, (o_desc, GPOS, Lse),
+                 (b, h, m0, N, window, qk_scale, stride_pb, stride_lb, stride_lh))
+        largs = ((q_smem, k_smem, v_smem), bars, (q_desc, k_desc, v_desc), (b, h, m0, window))
+        # consumer 0 runs in the kernel's own 4 warps (the default partition); the rest are workers
+        if NUM_C == 2:
+            gl.warp_specialize([(_consumer, (0, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (1, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_loader, (largs, HEAD_DIM, BLOCK_N, STAGES, NUM_C))],
+                               [4, 1], [CONS_REGS, 24])
+        elif NUM_C == 3:
+            gl.warp_specialize([(_consumer, (0, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (1, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (2, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_loader, (largs, HEAD_DIM, BLOCK_N, STAGES, NUM_C))],
+                               [4, 4, 1], [CONS_REGS, CONS_REGS, 24])
+        else:
+            gl.warp_specialize([(_consumer, (0, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (1, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (2, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_consumer, (3, cargs, HEAD_DIM, BLOCK_N, G_PAD, STAGES, NUM_C)),
+                                (_loader, (largs, HEAD_DIM, BLOCK_N, STAGES, NUM_C))],
+                               [4, 4, 4, 1], [CONS_REGS, CONS_REGS, CONS_REGS, 24])
+
+
+_TILES_OVERRIDE = None  # (BLOCK_N, STAGES, NUM_C, maxnreg, consumer regs): kernels/bench_tiles.py
+ENABLED = True  # kernels/bench_tiles.py --no-hopper measures the Triton kernel instead
+
+
+def _tiles(head_dim: int) -> tuple:
+    return _TILES_OVERRIDE or TILES[head_dim]
+
+
+def _smem_bytes(head_dim: int, g_pad: int, elem: int = 2) -> int:
+    bn, stages, num_c, _, _ = _tiles(head_dim)
+    return elem * head_dim * (num_c * SUB_M + 2 * stages * bn + 2 * max(g_pad, 16)) + 1024
+
+
+def _tma_ok(t: torch.Tensor) -> bool:
+    """TMA reads a tensor whose last dim is contiguous and whose other strides and base are 16-byte
+    aligned."""
+    return (t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+            and all((s * t.element_size()) % 16 == 0 for s in t.stride()[:-1]))
+
+
+def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, dilation: int, has_kpm: bool,
+              g_pad: int) -> bool:
+    """Whether this kernel serves a forward band pass: an sm_90 GPU, Gluon's Hopper support, bf16 /
+    fp16, head dim 64 or 128, dilation 1, no key padding, a global tile of at most 64 keys that fits
+    the shared memory, TMA-legal strides and rows within int32 coordinates."""
+    if not (ENABLED and HAVE_GLUON and q.is_cuda) or dilation != 1 or has_kpm:
+        return False
+    if q.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] not in TILES or g_pad > _MAX_G_PAD:
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0) or q.shape[2] >= 2 ** 31 - 2 ** 20:
+        return False
+    return _smem_bytes(q.shape[-1], g_pad) <= _SMEM_LIMIT and all(_tma_ok(t) for t in (q, k, v, out))
+
+
+_LAYOUTS: dict = {}
+
+
+def _layout(rows: int, head_dim: int, dtype: torch.dtype, rank: int):
+    key = (rows, head_dim, dtype, rank)
+    if key not in _LAYOUTS:  # the layout objects cost host time on every call otherwise
+        dt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+        _LAYOUTS[key] = gl.NVMMASharedLayout.get_default_for([1] * (rank - 2) + [rows, head_dim], dt)
+    return _LAYOUTS[key]
+
+
+def _desc(t: torch.Tensor, rows: int):
+    block = [1, 1, rows, t.shape[-1]]
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, _layout(rows, t.shape[-1], t.dtype, 4))
+
+
+def band_forward(q, k, v, out, lse, window: int, scale: float, g_pad: int = 0, gpos=None, kg=None, vg=None):
+    """out (B, H, N, D) and natural-log lse (B, H, N) of the band plus the compact global tile (kg, vg
+    (B, H, G_PAD, D) at positions gpos (B, G_PAD), -1 = unused), for q, k, v (B, H, N, D) that
+    ``supported`` accepts."""
+    B, H, N, D = q.shape
+    bn, stages, num_c, maxnreg, cregs = _tiles(D)
+    dummy = lse
+    grid = (triton.cdiv(N, num_c * SUB_M), B * H)
+    _ws_band_fwd_kernel[grid](
+        _desc(q, SUB_M), _desc(k, bn), _desc(v, bn), _desc(out, SUB_M),
+        kg if g_pad else q, vg if g_pad else q, gpos if g_pad else dummy, lse,
+        kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
+        gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
+        H, N, window, scale * _LOG2_E,
+        HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, G_LAYOUT=_layout(max(g_pad, 16), D, q.dtype, 2), STAGES=stages,
+        NUM_C=num_c, CONS_REGS=cregs, num_warps=4, maxnreg=maxnreg)
