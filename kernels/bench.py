@@ -35,16 +35,26 @@ def useful_flops(n, d, w, G, H=HEADS, bwd=False):
     return f * 3.5 if bwd else f
 
 
-def executed_flops(n, d, w, G, H=HEADS, bwd=False):
-    """FLOPs the longdoc kernels issue with the forward's chosen tiles (edge tiles included)."""
+def executed_flops(n, d, w, G, H=HEADS, bwd=False, hopper=False):
+    """FLOPs the longdoc kernels issue with the forward's chosen tiles (edge tiles included). With
+    ``hopper`` the forward band ran on the sm_90 kernel, whose 64-row consumers each walk only the key
+    blocks their rows reach; the backward's share stays the Triton tiles' (3.5x the forward's)."""
+    from . import hopper_attention as ha
     from . import triton_attention as ta
 
-    bm, bn = ta._fwd_tiles(d, torch.bfloat16)[:2]
-    n_blk = -(-(bm + 2 * w) // bn)
     g_pad = max(16, 1 << (G - 1).bit_length()) if G else 0
-    per_block = bm * (n_blk * bn + g_pad)
-    f = 4 * d * H * (-(-n // bm) * per_block + g_pad * n)
-    return f * 3.5 if bwd else f
+    bm, bn = ta._fwd_tiles(d, torch.bfloat16)[:2]
+    per_block = bm * (-(-(bm + 2 * w) // bn) * bn + g_pad)
+    triton_band = -(-n // bm) * per_block
+    band = triton_band
+    if hopper:
+        hbn, _, num_c = ha.TILES[d][:3]
+        n_blk = -(-(num_c * ha.SUB_M + 2 * w) // hbn)
+        blocks = sum(min((c * ha.SUB_M + ha.SUB_M - 1 + 2 * w) // hbn + 1, n_blk) - (c * ha.SUB_M) // hbn
+                     for c in range(num_c))
+        band = -(-n // (num_c * ha.SUB_M)) * ha.SUB_M * (blocks * hbn + num_c * g_pad)
+    fwd = 4 * d * H * (band + g_pad * n)
+    return fwd + 2.5 * 4 * d * H * (triton_band + g_pad * n) if bwd else fwd
 
 
 def rel_err(a, b):
@@ -127,6 +137,7 @@ def make_inputs(n, d, G, seed=0, dtype=torch.bfloat16):
 
 
 def bench_longdoc(n, d, w, G, bwd, ref_max_n):
+    from . import triton_attention as ta
     from .reference import local_global_attention_reference
     from .triton_attention import local_global_attention_triton
 
@@ -149,7 +160,10 @@ def bench_longdoc(n, d, w, G, bwd, ref_max_n):
             errs += [rel_err(a, b) for a, b in zip(g, g_ref)]
         err = max(errs)
         del ins32, ref
-    ex = executed_flops(n, d, w, G, bwd=bwd) / (ms * 1e-3) / 1e12
+    g_pad = max(16, 1 << (G - 1).bit_length()) if G else 0
+    fuse = G and -(-n // ta._fwd_tiles(d, q.dtype)[0]) <= ta._FUSE_MAX_CHUNKS
+    hopper = ta._on_hopper_kernel(q, k, v, q, 1, False, g_pad, fuse)
+    ex = executed_flops(n, d, w, G, bwd=bwd, hopper=hopper) / (ms * 1e-3) / 1e12
     return dict(first=first, ms=ms, peak=peak, err=err, exec_tflops=ex)
 
 

@@ -1006,6 +1006,12 @@ def _fold(part):
     return part
 
 
+def _on_hopper_kernel(q, k, v, out, dilation, has_kpm, g_pad, fuse) -> bool:
+    """Whether the forward band pass runs on the warp-specialised sm_90 kernel (hopper_attention.py):
+    not when the global rows ride along the Triton band kernel (fuse) or a Triton tile is forced."""
+    return not fuse and _FWD_OVERRIDE is None and hopper_attention.supported(q, k, v, out, dilation, has_kpm, g_pad)
+
+
 def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dilation, scale, qg=None):
     """The forward band kernel (with the compact tile kg, vg at positions gpos when g_pad > 0) into
     out (B, H, N, D) and lse (B, H, N). With qg (the global rows' queries, when they share k, v) the
@@ -1020,8 +1026,7 @@ def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dil
     bm, bn, warps, stages, if_mask = _fwd_tiles(D, q.dtype)
     n_mblk = triton.cdiv(n_r_max, bm)
     fuse = qg is not None and dilation * n_mblk <= _FUSE_MAX_CHUNKS
-    if (not fuse and _FWD_OVERRIDE is None
-            and hopper_attention.supported(q, k, v, out, dilation, has_kpm, g_pad)):  # sm_90: warp-specialised
+    if _on_hopper_kernel(q, k, v, out, dilation, has_kpm, g_pad, fuse):
         hopper_attention.band_forward(q, k, v, out, lse, window, scale, g_pad, gpos, kg, vg)
         return None
     po = pl = dummy

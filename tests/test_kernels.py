@@ -195,3 +195,25 @@ def test_bench_dense_blocks_hold_every_band_key():
     out = torch.softmax(s.masked_fill(~keep, -math.inf), -1) @ vb  # (n/bm, H, bm, d)
     ref = local_global_attention_reference(q, k, v, window=w)
     torch.testing.assert_close(out.transpose(0, 1).reshape(1, H, n, d), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_bench_executed_flops_of_the_hopper_kernel_count_each_consumers_blocks():
+    """bench.py's executed FLOPs for the sm_90 kernel: every 64-row consumer walks exactly the 64-key
+    blocks that hold a key of its rows' bands; counted here block by block."""
+    from longdoc.kernels import hopper_attention as ha
+    from longdoc.kernels.bench import executed_flops
+
+    for n, d, w in [(1000, 64, 100), (70_000, 128, 256), (300, 64, 1000)]:
+        bn, _, num_c = ha.TILES[d][:3]
+        rows = num_c * ha.SUB_M
+        blocks = 0
+        for m0 in range(0, n, rows):
+            key0 = m0 - w
+            n_blk = -(-(rows + 2 * w) // bn)
+            for c in range(num_c):
+                lo, hi = m0 + c * ha.SUB_M - w, m0 + c * ha.SUB_M + ha.SUB_M - 1 + w
+                blocks += sum(1 for t in range(n_blk) if key0 + t * bn <= hi and key0 + t * bn + bn - 1 >= lo)
+        expect = 4 * d * 1 * ha.SUB_M * blocks * bn
+        assert executed_flops(n, d, w, 0, H=1, hopper=True) == expect
+        if w < n:  # 576 keys per row where the Triton tiles walk 640 (w = 256)
+            assert executed_flops(n, d, w, 0, H=1, hopper=True) < executed_flops(n, d, w, 0, H=1)
