@@ -1,7 +1,9 @@
 """Attention kernels for longdoc (installed as ``longdoc.kernels``).
 
 ``local_global_attention`` is the one public entry point: Triton kernels on CUDA tensors
-(``triton_attention.py``), the blocked PyTorch reference (``reference.py``) everywhere else.
+(``triton_attention.py``; on Hopper GPUs its forward band at head dims 64 and 128 runs on the
+warp-specialised Gluon kernel of ``hopper_attention.py``), the blocked PyTorch reference
+(``reference.py``) everywhere else.
 """
 from __future__ import annotations
 

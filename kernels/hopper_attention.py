@@ -41,14 +41,14 @@ try:  # Gluon's Hopper modules need a CUDA build of Triton >= 3.6 (warp_speciali
 except ImportError:  # pragma: no cover - depends on the installed Triton
     HAVE_GLUON = False
 
-# (BLOCK_N, STAGES, NUM_C, maxnreg, consumer registers) per head dim, from .evaldev-style sweeps on the
-# H100 (docs/kernels.md): a program holds NUM_C consumer warpgroups and one loader warp, one program
+# (BLOCK_N, STAGES, NUM_C, maxnreg, consumer registers) per head dim, from sweeps on the H100
+# (docs/kernels.md, "The Hopper kernel"): a program holds NUM_C consumer warpgroups and one loader warp, one program
 # per SM. maxnreg is the kernel's register cap at launch (65,536 registers over (NUM_C + 1) * 128
 # threads); the loader gives back all but 24 and the consumers take CONS_REGS. More consumers were
 # faster at every head dim until their registers ran out: five at d = 64 spilled, and ptxas then
 # serialised the wgmmas (warning C7512).
 TILES = {64: (64, 4, 4, 96, 112), 128: (64, 4, 3, 128, 160)}
-_MAX_G_PAD = 64  # a wider global tile (S x G_PAD scores per consumer) does not fit the registers
+_MAX_G_PAD = 64  # a wider global tile (64 x G_PAD fp32 scores per consumer) does not fit the registers
 _SMEM_LIMIT = 227 * 1024
 SUB_M = 64  # rows per consumer: one wgmma's height
 _LOG2_E = 1.4426950408889634
@@ -278,7 +278,7 @@ if HAVE_GLUON:
 
 
 _TILES_OVERRIDE = None  # (BLOCK_N, STAGES, NUM_C, maxnreg, consumer regs): kernels/bench_tiles.py
-ENABLED = True  # kernels/bench_tiles.py --no-hopper measures the Triton kernel instead
+ENABLED = True  # False: the Triton kernel serves every call (tests/test_kernels_hopper.py compares the two)
 
 
 def _tiles(head_dim: int) -> tuple:
