@@ -201,6 +201,26 @@ def test_parse_spec():
             V.parse_spec(bad)
 
 
+def test_parse_spec_refuses_values_above_each_limit():
+    from longdoc.model.attention_spec import MAX
+
+    assert set(MAX) == {"buckets", "rounds", "chunk", "sinks", "seed"}  # stride: a larger one costs less
+    for key, top in MAX.items():
+        name = "sinks" if key == "sinks" else "lsh"
+        assert V.parse_spec(f"{name}:{key}={top}") == (name, {key: top})
+        with pytest.raises(ValueError, match=f"{key} must be at most {top}, got {top + 1}"):
+            V.parse_spec(f"{name}:{key}={top + 1}")
+    assert V.parse_spec(f"strided:stride={10**30}") == ("strided", {"stride": 10**30})
+
+
+def test_lsh_chunk_longer_than_the_input_is_one_chunk():
+    # the sorted layout was padded to the chunk's length: 10**12 tokens' worth of memory
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 40, 16, generator=g, dtype=torch.float64) for _ in range(3))
+    out = V.attention("lsh", q, k, v, window=8, rounds=2, chunk=10**12)
+    assert rel_err(out, V.attention("full", q, k, v, window=8)) < 1e-12
+
+
 # ---- selection: config, encoder, ask engine and CLI ------------------------------------------------
 
 
@@ -260,6 +280,12 @@ def test_cli_ask_attention_option(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("--attention", "nope", env=env)
     assert r.returncode == 2 and "attention must be one of" in r.stdout + r.stderr
+    # a parameter above its limit (1000 rounds ran for minutes), with and without --stream: one line
+    for args in (("--attention", "lsh:rounds=1000"), ("--stream", "--attention", "sinks:sinks=5000")):
+        r = subprocess.run([sys.executable, "-m", "longdoc", "ask", str(doc), "law?", "--model", str(tiny_model_dir),
+                            *args], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 2 and r.stdout == "", args
+        assert r.stderr.count("\n") == 1 and "must be at most" in r.stderr, r.stderr
 
 
 @pytest.mark.gpu

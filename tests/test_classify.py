@@ -86,6 +86,26 @@ def test_head_round_trips_through_safetensors(tmp_path):
         C.Head.load(bad)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
+def test_head_file_gets_the_mode_of_a_new_file(tmp_path, umask):
+    """Heads were written 0600 whatever the umask (safetensors renames a 0600 temp file)."""
+    import os
+    import stat
+
+    head = C.Head(["a", "b"], np.eye(2, 4, dtype=np.float32), np.zeros(2, np.float32))
+    path = tmp_path / "head.safetensors"
+    path.write_bytes(b"an older head")
+    os.chmod(path, 0o600)
+    old = os.umask(umask)
+    try:
+        head.save(path)  # over an existing file, as a retrained head is
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert C.Head.load(path).labels == ["a", "b"]
+    assert os.listdir(tmp_path) == ["head.safetensors"]  # no temp file left beside it
+
+
 def test_cli_jsonl_one_record_per_file_in_order(files, tiny_model_dir):
     args = ["classify", *files, "--labels", "nondisclosure agreement,lease,employment", "--model",
             str(tiny_model_dir), "--jsonl"]
@@ -156,6 +176,32 @@ def test_head_used_with_other_settings_warns(tmp_path, tiny_model_dir, capfd):
     captured = capfd.readouterr()
     assert e.value.code == 0 and "nda" in captured.out
     assert "trained with another model or settings" in captured.err
+
+
+def test_cli_multi_with_head_shows_every_label_over_the_threshold(tmp_path, tiny_model_dir):
+    """--multi --head used to show the head's one best label, in the single-label format. A head whose
+    rows point at the first and the last passage of a document names both of them under --multi."""
+    from longdoc.tasks.ask import Engine
+
+    doc = tmp_path / "both.txt"
+    doc.write_text(NDA + "\n" + LEASE, encoding="utf-8")
+    engine = Engine(model=str(tiny_model_dir), use_cache=False)
+    seg = engine.passages(engine.load(str(doc))).vectors
+    assert len(seg) >= 2
+    head = C.Head(["nda", "lease", "other"], 50 * np.stack([seg[0], seg[-1], -seg.mean(0)]), np.zeros(3, np.float32))
+    path = tmp_path / "head.safetensors"
+    head.save(path)
+    base = ["classify", str(doc), "--head", str(path), "--model", str(tiny_model_dir)]
+    res = CliRunner().invoke(cli, base + ["--multi", "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)[0]
+    assert [x["label"] for x in rec["labels"]] == ["nda", "lease"]
+    assert {k for k, v in rec["scores"].items() if v >= C.PRESENT} == {"nda", "lease"}
+    assert all(x["evidence"] for x in rec["labels"])
+    res = CliRunner().invoke(cli, base + ["--multi"])
+    assert [line.split("\t")[1] for line in res.output.splitlines()] == ["nda", "lease"]
+    res = CliRunner().invoke(cli, base + ["--jsonl"])  # without --multi: still the one best label
+    assert res.exit_code == 0 and "labels" not in json.loads(res.output)
 
 
 @pytest.mark.parametrize("args", [

@@ -324,9 +324,10 @@ def test_second_writer_refused_while_readers_go_on(tree):
         with pytest.raises(LongdocError, match="another `longdoc index`"):
             build(tree, encoder=HashEncoder(), wait=False)
         # readers never need the lock: search skips its refresh, says so, and answers
-        notes = []
-        assert search(tree, ["bearer token"], encoder=HashEncoder(), notify=notes.append)[0].results
-        assert "another process is updating" in notes[0]
+        notes, warnings = [], []
+        assert search(tree, ["bearer token"], encoder=HashEncoder(), notify=notes.append,
+                      warn=warnings.append)[0].results
+        assert notes == [] and "another process is updating" in warnings[0]  # a warning: results may be stale
     finally:
         holder.release()
     assert build(tree, encoder=HashEncoder(), wait=False).encoded == ["new.py"]
@@ -443,6 +444,40 @@ def test_cli_ask_on_indexed_dir(tree, capsys, fake_model):
     assert rc == 0
     res = json.loads(out)[0]["results"]
     assert res[0]["path"] == "auth/tokens.py" and res[0]["line_start"] == 1
+
+
+def test_cli_quiet_drops_notes_but_not_warnings(tree, capsys, fake_model):
+    """`ask DIR -q` and `index -q` printed their notes ("indexing it first", "index updated", "waiting for
+    another `longdoc index`"); -q drops those, while a warning (results that may be stale) still prints."""
+    import threading
+
+    from longdoc.index.store import IndexLock
+
+    q = [str(tree), "validate bearer token", "-k", "1"]
+    rc, _, err = run_cli(capsys, "ask", *q, "-q")
+    assert rc == 0 and err == ""
+    (tree / "new1.py").write_text("def one():\n    return 1\n")
+    rc, _, err = run_cli(capsys, "ask", *q, "-q")
+    assert rc == 0 and err == ""
+    (tree / "new2.py").write_text("def two():\n    return 2\n")
+    rc, _, err = run_cli(capsys, "ask", *q)  # without -q the note is there
+    assert rc == 0 and "index updated: 1 re-encoded" in err
+
+    holder = IndexLock(db_path(tree))
+    holder.acquire(wait=False)  # another `longdoc index` (flock is per open file description)
+    try:
+        (tree / "new3.py").write_text("def three():\n    return 3\n")
+        rc, _, err = run_cli(capsys, "ask", *q, "-q")
+        assert rc == 0 and err.startswith("longdoc: warning: another process is updating the index")
+    finally:
+        holder.release()
+    for quiet in ([], ["-q"]):
+        holder.acquire(wait=False)
+        threading.Timer(0.5, holder.release).start()
+        (tree / f"new4{len(quiet)}.py").write_text("def four():\n    return 4\n")
+        rc, out, err = run_cli(capsys, "index", str(tree), *quiet)
+        assert rc == 0 and " encoded" in out
+        assert ("waiting for another `longdoc index`" in err) == (not quiet), err
 
 
 # -- the real model ----------------------------------------------------------------------------------

@@ -169,7 +169,8 @@ def test_two_indexers_one_waits_one_refuses(tmp_path):
         assert time.monotonic() < deadline and first.poll() is None, "first indexer never took the lock"
         time.sleep(0.02)
     refused = subprocess.run(base + ["--no-wait"], env=env, capture_output=True, text=True, timeout=60)
-    waiter = subprocess.Popen(base, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # without -q, which drops the note "waiting for another `longdoc index`" checked below
+    waiter = subprocess.Popen(base[:-1], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # a reader in the middle of the write sees a consistent snapshot
     for _ in range(5):
         if db_path(root).exists():

@@ -45,6 +45,23 @@ def test_passages_are_the_same_for_any_pieces_and_carry_lines_and_pages(piece):
     assert all(p[4] is None for p in plain) and "".join(p[5] for p in plain).count("\f") == 2
 
 
+@pytest.mark.parametrize("piece", [1, 7, 800, 10**6])
+def test_long_lines_are_cut_between_words(piece):
+    """A line longer than max_chars is cut after its last space within them (it was cut every 800
+    characters, mid-word); only a word longer than max_chars itself is cut."""
+    words = " ".join(f"word{i}" + "x" * (i % 9) for i in range(600))
+    text = words + " " + "y" * 2000 + "\ufeff" + words + "\nshort line\n"
+    chunks = [text[i:i + piece] for i in range(0, len(text), piece)]
+    got = list(passages_of(chunks, 800))
+    assert got == list(passages_of([text], 800))
+    assert "".join(p[5] for p in got) == text
+    for start, end, *_, body in got:
+        assert text[start:end] == body and len(body) <= 800
+        if 0 < start < len(text) and not text[start - 1].isspace() and text[start - 1] != "\ufeff":
+            assert text[start - 1] == text[start] == "y", f"word split at {start}: {text[start - 10:start + 10]!r}"
+    assert sum(len(p[5]) == 800 for p in got) == 2  # the 2,000-character word: two full pieces and its end
+
+
 def test_ask_file_stream_equals_stdin_stream_with_the_real_path(tiny_model_dir, tmp_path):
     """Same bytes (CRLF line ends, Latin-1 text: decoded by detection, as the normal loader does) through
     a path and through stdin: the same results, with the path in them; offsets index load(path).text."""
@@ -97,6 +114,16 @@ def test_ask_stream_bad_input_is_one_line_before_the_model(tiny_model_dir, tmp_p
     assert len(err) == 1 and "binary file" in err[0] and str(path) in err[0]
     assert json.loads(err[0])["error"] if as_json else err[0].startswith("longdoc: error: ")
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_quiet_ask_still_prints_the_loaders_warnings(tiny_model_dir, tmp_path, stream):
+    """-q drops notes and progress, not warnings: it used to hide that bytes were replaced."""
+    path = tmp_path / "app.log"
+    path.write_bytes(("\n".join(LOG[:150]) + "\n").encode() + b"\xff\xfe broken bytes\n" + "\n".join(LOG[150:]).encode())
+    r = _ask([str(path), "database error", "-k", "1", "-q", *(["--stream"] if stream else [])], tiny_model_dir)
+    assert r.exit_code in (0, 1), r.stderr
+    assert r.stderr.startswith(f"longdoc: warning: {path}: 2 invalid UTF-8 byte(s)") and r.stderr.count("\n") == 1
 
 
 def test_ask_hints_stream_before_reading_a_large_text_file(tiny_model_dir, tmp_path):

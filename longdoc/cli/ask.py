@@ -39,7 +39,10 @@ def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, w
     from longdoc.model.attention_spec import parse_spec
     from longdoc.sources import stream
 
-    name, params = parse_spec(attention or "sinks")
+    try:
+        name, params = parse_spec(attention or "sinks")
+    except ValueError as e:
+        raise LongdocError(str(e)) from None
     if name != "sinks":
         raise LongdocError(f"--stream runs the sinks pattern only, not --attention {name}")
     src = stream(path, password=password)  # a missing, binary or undecodable input fails here, before the model
@@ -97,7 +100,8 @@ def _text_size(path: str) -> int | None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per question.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per result, streamed.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress or notes on stderr (warnings and errors are still printed).")
 @click.option("--model", envvar="LONGDOC_MODEL", help="Local Hugging Face model folder (safetensors).")
 @click.option("--window", type=click.IntRange(min=1), envvar="LONGDOC_WINDOW",
               help="Attention radius in tokens (each token sees 2w+1 neighbours).")
@@ -130,9 +134,16 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     """
     from longdoc import render
 
-    def warn(message):
+    def warn(message):  # a problem with the input, or results that may be stale: --quiet keeps it
+        render.warning(message, as_json=as_json or as_jsonl)
+
+    def note(message):  # what ask does first (indexing DIR): --quiet drops it, as it drops progress
         if not quiet:
-            render.warning(message, as_json=as_json or as_jsonl)
+            click.echo(f"longdoc: {message}", err=True)
+
+    def hint(message):  # advice (--stream exists), worded as a warning: --quiet drops it
+        if not quiet:
+            warn(message)
 
     with errors_as_json(as_json or as_jsonl):
         if as_json and as_jsonl:
@@ -156,7 +167,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                 raise LongdocError("--attention applies to a file or stdin; an indexed directory keeps the "
                                    "pattern it was indexed with (local)")
             answers = search(path, qs, k=k, threshold=threshold, model=model, window=window,
-                             lang=list(lang) or None, glob=list(globs) or None, index_dir=index_dir)
+                             lang=list(lang) or None, glob=list(globs) or None, index_dir=index_dir,
+                             notify=note, warn=warn)
         else:
             if path != "-" and not os.path.exists(path):
                 raise LongdocError(f"{path}: no such file")
@@ -172,12 +184,12 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                                 shard_tokens=shard_tokens, attention=attention)
                 size = _text_size(path) if path != "-" else None
                 if size is not None:  # a text file: said before the (long) read
-                    _stream_hint(path, size, warn)
+                    _stream_hint(path, size, hint)
                 doc = engine.load(path, password=password)
                 for w in doc.warnings:
                     warn(f"{path}: {w}")
                 if size is None:  # a PDF or stdin: known once read
-                    _stream_hint(path, len(doc.text), warn)
+                    _stream_hint(path, len(doc.text), hint)
                 if status:
                     status.update(f"encoding {path} ({len(doc.text):,} chars)")
                 answers = ask(doc, qs, engine=engine, k=k, threshold=threshold)

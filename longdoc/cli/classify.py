@@ -152,8 +152,8 @@ def train(directory, out_path, folds, as_json, color, model, window, no_cache):
     head = C.train_head(directory, engine=engine, folds=folds, progress=progress)
     try:
         head.save(out_path)
-    except Exception as e:  # safetensors wraps OS errors (read-only folder, full disk) in its own type
-        raise LongdocError(f"--out {out_path}: cannot write the head ({e})") from None
+    except OSError as e:  # read-only folder, full disk; the OS names the temp file, which says nothing
+        raise LongdocError(f"--out {out_path}: cannot write the head ({e.strerror or e})") from None
     n = len(C.training_files(directory))
     if as_json:
         click.echo(json.dumps({"out": out_path, "labels": head.labels, "documents": n,

@@ -112,7 +112,8 @@ class _ProgressLine:
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="When another process is indexing the same root: wait for it, or fail at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress line or notes on stderr (warnings and errors are still printed).")
 def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_size, index_dir, model, window,
            password, rebuild, wait, as_json, quiet):
     """Create or update the index of PATH (default: the current folder).
@@ -129,8 +130,10 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
                        exclude=tuple(exclude), max_size=max_size or DEFAULT_MAX_SIZE) if selection_given else None
     line = _ProgressLine(sys.stderr.isatty() and not quiet and not as_json)
 
-    def on_wait(pid):
-        click.echo(f"longdoc: waiting for another `longdoc index` (pid {pid or '?'}) on this root...", err=True)
+    def on_wait(pid):  # a note, not a problem: --quiet drops it
+        if not quiet:
+            click.echo(f"longdoc: waiting for another `longdoc index` (pid {pid or '?'}) on this root...",
+                       err=True)
 
     try:
         report = build(path, model=model, window=window, index_dir=index_dir, walk_options=opts,

@@ -92,6 +92,10 @@ def _stderr(msg: str) -> None:
     print(f"longdoc: {msg}", file=sys.stderr, flush=True)
 
 
+def _stderr_warning(msg: str) -> None:
+    print(f"longdoc: warning: {msg}", file=sys.stderr, flush=True)
+
+
 def search(
     root: str | Path,
     questions: Sequence[str],
@@ -106,6 +110,7 @@ def search(
     encoder=None,
     update: bool = True,
     notify: Callable[[str], None] | None = _stderr,
+    warn: Callable[[str], None] | None = _stderr_warning,
 ) -> list[Answer]:
     """The ``k`` best passages of the indexed tree ``root`` for each question.
 
@@ -114,6 +119,9 @@ def search(
     (a stat per file; nothing is encoded when nothing changed). If another process is indexing the
     root, or the index cannot be written (a read-only mount), the refresh is skipped and the last
     committed state is searched.
+    ``notify`` gets notes on what is done first (indexing, refreshing, waiting for another process),
+    ``warn`` why the results may be out of date (the refresh was skipped); None drops them (`ask
+    --quiet` drops the notes only).
     ``encoder`` (tests, evaluation) replaces the model named by ``model``.
     """
     from longdoc.tasks import retrieve
@@ -148,8 +156,8 @@ def search(
             if notify and not rep.up_to_date:
                 notify(f"index updated: {len(rep.encoded)} re-encoded, {len(rep.deleted)} removed")
         except IndexNotWritable:
-            if notify:
-                notify(f"cannot update the index at {db} (read-only); answering from what it holds, which "
+            if warn:
+                warn(f"cannot update the index at {db} (read-only); answering from what it holds, which "
                        "may be out of date")
         except LongdocError as e:
             if "another `longdoc index`" not in str(e):
@@ -158,8 +166,8 @@ def search(
                 if notify:
                     notify("another process is indexing this tree for the first time; waiting for it")
                 build(root, encoder=lazy, index_dir=index_dir, wait=True)
-            elif notify:
-                notify("another process is updating the index; searching its last committed state")
+            elif warn:
+                warn("another process is updating the index; searching its last committed state")
 
     with Store(db, readonly=True, root=str(root)) as store:
         manifest = store.manifest() or {}

@@ -206,7 +206,10 @@ def main(argv=None):
     ap.add_argument("--password", default=None)
     ap.add_argument("--json", action="store_true", help="rows as JSON instead of the Markdown table")
     a = ap.parse_args(argv)
-    specs = [canonical(s) for s in (a.attention or VARIANTS)]
+    try:
+        specs = [canonical(s) for s in (a.attention or VARIANTS)]
+    except ValueError as e:
+        ap.error(str(e))
     if bool(a.file) == bool(a.tokens):
         ap.error("give FILE or --tokens (one of them)")
     torch.set_grad_enabled(False)

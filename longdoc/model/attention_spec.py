@@ -8,6 +8,15 @@ DEFAULT = "local"
 PARAMS = {"local": (), "strided": ("stride",), "lsh": ("buckets", "rounds", "chunk", "seed"),
           "sinks": ("sinks",), "linear": (), "full": ()}
 ALL_PARAMS = ("stride", "buckets", "rounds", "chunk", "sinks", "seed")
+# The largest value of each parameter (docs/attention.md); a larger one is an error. Past them a run
+# takes hours or all the memory: lsh time grows with rounds squared (the duplicate count: `ask` took
+# 110 s at rounds=16 against 6 s at 2 on a 3.6k-token file, so 1000 would take days), its hashing time
+# with buckets (65536 on 18k tokens: over 6 minutes), its memory with chunk squared (a step holds
+# heads x chunk x 2 chunk scores: 1.6 GB at 4096); each --stream chunk holds at least `sinks` tokens.
+# The limits sit far above the papers' settings (Reformer: 1-8 rounds; StreamingLLM: 4 sinks) and
+# above the lsh defaults up to 262k tokens. torch seeds are 64-bit. A stride has no limit: a larger one
+# adds fewer columns.
+MAX = {"buckets": 8192, "rounds": 16, "chunk": 4096, "sinks": 4096, "seed": 2**64 - 1}
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, int]]:
@@ -29,6 +38,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, int]]:
             raise ValueError(f"attention {name!r}: {key} must be an integer, got {val.strip()!r}") from None
         if params[key] < 0:
             raise ValueError(f"attention {name!r}: {key} must be >= 0")
+        if key in MAX and params[key] > MAX[key]:
+            raise ValueError(f"attention {name!r}: {key} must be at most {MAX[key]}, got {params[key]}")
     return name, params
 
 

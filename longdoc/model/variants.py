@@ -294,6 +294,9 @@ def lsh(q, k, v, *, window, key_padding_mask=None, scale=None, buckets=0, rounds
     dev = q.device
     key_valid = _key_valid(key_padding_mask, B, N, dev)
     buckets, C = lsh_defaults(N, window, buckets, chunk)
+    # A chunk longer than the input is one chunk of the whole input, the same pattern; without the
+    # clamp the sorted layout would be padded to C tokens (chunk=1000000000 ran out of memory).
+    C = max(1, min(C, N))
     rounds = max(1, int(rounds))
     q_order, k_order, q_chunk, k_chunk = lsh_chunk_ids(q, k, key_valid, buckets=buckets, rounds=rounds,
                                                        chunk=C, seed=seed)

@@ -14,7 +14,10 @@ segment, ``Engine.passages``) and its document vector (the normalised mean of th
 
 Trained: ``train_head`` fits a multinomial logistic regression on document vectors (folder of
 labelled examples), saved as safetensors (weights + labels in the metadata, never pickle);
-``classify(..., head=...)`` uses it. Evidence: the segments that contribute most to the label.
+``classify(..., head=...)`` uses it. With ``mode="multi"`` a label's probability is the head's
+highest for it on the whole document or on any one segment (a softmax gives at most one label 0.5
+or more per vector, so the document vector alone can never name two); present at 0.5 or more.
+Evidence: the segments that contribute most to the label.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ SINGLE_TEMPERATURE = 0.1
 MULTI_SLOPE = 11.7
 MULTI_OFFSET = 0.2655
 EVIDENCE = 3
+PRESENT = 0.5  # mode "multi": a label is present at this probability or more
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,9 @@ def document_vector(segment_vectors: np.ndarray, spans: list[tuple[int, int]] | 
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    z = np.exp(x - x.max())
-    return z / z.sum()
+    """Over the last axis (each row of a matrix)."""
+    z = np.exp(x - x.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
 
 
 def _sigmoid(x):
@@ -229,11 +234,25 @@ def classify(doc, labels: list[Label] | None = None, *, engine, mode: str = "sin
         logits = head.logits(document_vector(seg, passages.spans)[None])[0]
         probs = _softmax(logits)
         contrib = head.weight @ seg.T  # (L, S): how much each segment pushes towards each label
-        best = int(np.argmax(probs))
-        out = [LabelScore(name, float(probs[i]), float(logits[i]), i == best,
-                          _evidence(doc, passages, name, contrib[i], evidence) if i == best else [])
+        if mode == "single":
+            best = int(np.argmax(probs))
+            present = [i == best for i in range(len(head.labels))]
+        else:
+            # The head's softmax over the document vector gives at most one label >= 0.5, so, as the
+            # zero-shot inventory scores a label by its best segment, each segment is read too and a
+            # label keeps its highest probability (and that vector's logit) over the document and them.
+            seg_logits = head.logits(seg)  # (S, L)
+            seg_probs = _softmax(seg_logits)
+            top = seg_probs.argmax(0)  # (L,) the segment where each label is likeliest
+            cols = np.arange(len(head.labels))
+            from_seg = seg_probs[top, cols] > probs
+            logits = np.where(from_seg, seg_logits[top, cols], logits)
+            probs = np.where(from_seg, seg_probs[top, cols], probs)
+            present = [bool(p >= PRESENT) for p in probs]
+        out = [LabelScore(name, float(probs[i]), float(logits[i]), present[i],
+                          _evidence(doc, passages, name, contrib[i], evidence) if present[i] else [])
                for i, name in enumerate(head.labels)]
-        return Classification(doc.path, "single", out)
+        return Classification(doc.path, mode, out)
     label_vecs = engine.question_vectors([lab.query for lab in labels])
     raw, probs = zero_shot_scores(seg, passages.spans, label_vecs, mode)
     sims = label_vecs @ seg.T
@@ -241,7 +260,7 @@ def classify(doc, labels: list[Label] | None = None, *, engine, mode: str = "sin
         best = int(np.argmax(probs))
         present = [i == best for i in range(len(labels))]
     else:
-        present = [bool(p >= 0.5) for p in probs]
+        present = [bool(p >= PRESENT) for p in probs]
     out = [LabelScore(lab.name, float(probs[i]), float(raw[i]), present[i],
                       _evidence(doc, passages, lab.name, sims[i], evidence) if present[i] else [])
            for i, lab in enumerate(labels)]
@@ -274,13 +293,32 @@ class Head:
                                "(use the --model it was trained with)")
 
     def save(self, path: str | os.PathLike) -> None:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         meta = {"labels": json.dumps(self.labels), "model": self.model, "format": "longdoc-head-v1"}
         if self.cv_accuracy is not None:
             meta["cv_accuracy"] = f"{self.cv_accuracy:.6f}"
-        save_file({"weight": np.ascontiguousarray(self.weight, np.float32),
-                   "bias": np.ascontiguousarray(self.bias, np.float32)}, str(path), metadata=meta)
+        data = save({"weight": np.ascontiguousarray(self.weight, np.float32),
+                     "bias": np.ascontiguousarray(self.bias, np.float32)}, metadata=meta)
+        # safetensors' save_file renames a temp file made with mode 0600, so heads came out unreadable
+        # to others; a file we create with 0666 gets the umask applied, as any new file. It is written
+        # beside the target and renamed over it: a reader sees the old head or the new one, whole.
+        path = os.fspath(path)
+        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # O_EXCL: a new file, so the mode applies
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Head":

@@ -2,9 +2,9 @@
 with bounded memory.
 
 The text (``longdoc.sources.stream``: a text file decoded block by block, a PDF page by page) is cut
-into passages of whole lines (at most ``max_chars``; a longer line is cut). Each passage is tokenized
-on its own (WordPiece splits at whitespace, so this equals tokenizing the whole text for BERT-family
-models) and fed to ``StreamEncoder`` (the ``sinks`` pattern,
+into passages of whole lines (at most ``max_chars``; a longer line is cut between words). Each passage
+is tokenized on its own (WordPiece splits at whitespace, so this equals tokenizing the whole text for
+BERT-family models) and fed to ``StreamEncoder`` (the ``sinks`` pattern,
 exact, O(chunk + halo) tokens in memory). A passage's vector is the mean of its tokens' final states,
 L2-normalised, as in ``ask``; its score is the cosine with each question's vector, and a running
 top-k per question is kept. So memory holds: the encoder's window, the passages not yet encoded, and
@@ -18,6 +18,7 @@ only (see longdoc/model/stream.py).
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -26,25 +27,40 @@ import torch.nn.functional as F
 from longdoc.results import Answer, Hit
 
 
+# Up to and including the last whitespace (as the segmenter counts it: U+FEFF too) of a string.
+_TO_LAST_SPACE = re.compile(r".*[\s\ufeff]", re.S)
+
+
+def _cuts(text: str, start: int, stop: int, max_chars: int) -> Iterator[int]:
+    """Where the line ``text[start:stop]`` is cut while more than ``max_chars`` of it remain: after
+    the last whitespace within the next ``max_chars``, so no word is split between passages; only a
+    word that fills them alone is cut inside. Offsets, not copies: a chunk may be a MiB of one line."""
+    while stop - start > max_chars:
+        m = _TO_LAST_SPACE.match(text, start, start + max_chars)
+        start = m.end() if m else start + max_chars
+        yield start
+
+
 def _lines(chunks: Iterable[str], max_chars: int) -> Iterator[str]:
     """The lines (each with its "\\n", the last one maybe without) of the text whose pieces are
-    ``chunks``, a line longer than ``max_chars`` in pieces of ``max_chars`` from its start: memory holds
-    one chunk and one piece, whatever the lines' lengths."""
+    ``chunks``, a line longer than ``max_chars`` in pieces of at most ``max_chars`` (``_cuts``): memory
+    holds one chunk and one piece, whatever the lines' lengths."""
     rest = ""
     for chunk in chunks:
         rest += chunk
         start = 0
         while (end := rest.find("\n", start)) != -1:
-            line = rest[start:end + 1]
+            for cut in _cuts(rest, start, end + 1, max_chars):
+                yield rest[start:cut]
+                start = cut
+            yield rest[start:end + 1]
             start = end + 1
-            for i in range(0, len(line), max_chars):
-                yield line[i:i + max_chars]
+        # A line still arriving gets the cuts it will have once whole: each cut looks only at the next
+        # max_chars and is made only while more than max_chars remain.
+        for cut in _cuts(rest, start, len(rest), max_chars):
+            yield rest[start:cut]
+            start = cut
         rest = rest[start:]
-        cut = (len(rest) - 1) // max_chars * max_chars  # whole pieces, but never the line's last char
-        if cut > 0:
-            for i in range(0, cut, max_chars):
-                yield rest[i:i + max_chars]
-            rest = rest[cut:]
     if rest:
         yield rest
 
