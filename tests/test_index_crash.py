@@ -118,11 +118,11 @@ def kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
         else:  # mostly once this run has committed a file, i.e. in the middle of the writes
             wait_for_commit(root, t_spawn, child)
             time.sleep(rng.uniform(0.0, 0.3))
-        finished = child.poll() is not None
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
         if child.returncode not in (0, -signal.SIGKILL):
             pytest.fail(f"indexer failed: {child.stderr.read().decode()[-500:]}")
+        finished = child.returncode == 0  # it had ended before the signal (poll() first would race)
         files, _ = check_db(root)
         if not finished and files != before or not finished and committed_since(root, t_spawn):
             mid_run += 1

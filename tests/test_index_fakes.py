@@ -3,14 +3,13 @@
 ``HashEncoder`` embeds a span as the normalised bag of its hashed words: two spans sharing words are
 close, and a stored vector can be recomputed from its stored text alone, which is how the kill -9
 tests check that no vector sits beside the wrong text. It is also importable from a child process
-(``install_in_child``) so `python -m longdoc index` runs without torch.
+(``child_env``) so `python -m longdoc index` runs without torch.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
-import time
 
 import numpy as np
 
@@ -27,23 +26,20 @@ def bag_vector(text: str) -> np.ndarray:
 
 
 class HashEncoder:
-    """Same methods as ``longdoc.model.Encoder``; ``delay`` seconds per encoded file (kill tests)."""
+    """Same methods as ``longdoc.model.Encoder``."""
 
     name = "hash-bag"
     dim = DIM
 
-    def __init__(self, fingerprint: str = "hash-bag-v1", delay: float = 0.0):
+    def __init__(self, fingerprint: str = "hash-bag-v1"):
         self.fingerprint = fingerprint
-        self.delay = delay
-        self.calls = 0  # embed_spans calls: one per encoded file
+        self.calls = 0  # embed_spans calls: one per encoded file, or pack of small files
 
     def tokenize(self, text: str) -> list[str]:
         return re.findall(r"\w+|\S", text)
 
     def embed_spans(self, text, spans, tokens=None):
         self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
         return np.stack([bag_vector(text[s:e]) for s, e in spans]) if spans else np.zeros((0, DIM), np.float32)
 
     def embed_texts(self, texts):
@@ -51,18 +47,27 @@ class HashEncoder:
 
 
 SITECUSTOMIZE = '''
-import os, sys
+import os, sys, time
 sys.path.insert(0, {tests!r})
 from test_index_fakes import HashEncoder
 import longdoc.index.indexer as _b
-_enc = HashEncoder(fingerprint=os.environ.get("FAKE_FP", "hash-bag-v1"),
-                   delay=float(os.environ.get("FAKE_DELAY", "0")))
+_enc = HashEncoder(fingerprint=os.environ.get("FAKE_FP", "hash-bag-v1"))
 _b.LazyEncoder.get = lambda self: _enc
+_delay = float(os.environ.get("FAKE_DELAY", "0"))
+if _delay:
+    # Per encoded file, whether alone or in a pack of small files (one embed_spans call for the pack),
+    # as a real encoder's time grows with the text: the kill tests time their kills by it.
+    _store_group = _b._store_group
+    def _slow_store_group(store, group, *args):
+        time.sleep(_delay * len(group))
+        return _store_group(store, group, *args)
+    _b._store_group = _slow_store_group
 '''
 
 
 def child_env(tmp_path, delay: float = 0.0, fingerprint: str = "hash-bag-v1") -> dict:
-    """Environment for a `python -m longdoc` child that encodes with HashEncoder (via sitecustomize)."""
+    """Environment for a `python -m longdoc` child that encodes with HashEncoder (via sitecustomize),
+    spending ``delay`` seconds on each encoded file."""
     site = tmp_path / "site"
     site.mkdir(exist_ok=True)
     tests = os.path.dirname(os.path.abspath(__file__))

@@ -6,16 +6,21 @@ separator belongs to the page before it. Inside a page's text, CR/CRLF become LF
 becomes LF, so a form feed in the Document always means a page break.
 
 Failures become one-line ``LongdocError``s naming the reason: encrypted without (or with a wrong)
-password, no text layer (scanned; no OCR is done), a broken file, or the per-file time limit.
+password, no text layer (scanned; no OCR is done), a broken file, or the per-file time limit. Pages
+whose extracted text looks garbled (``garbled``) are named in a warning: pypdf returns mojibake, not an
+error, for a CJK font it cannot map to Unicode, and one letter per line for vertically set text.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
+import re
 import signal
 import threading
 import time
+import unicodedata
 
 from ..errors import LongdocError
 
@@ -65,6 +70,114 @@ def _quiet_pypdf():
         logger.setLevel(level)
 
 
+# Predefined CJK CMaps (ISO 32000 9.7.5.2) whose character codes are a legacy byte encoding that Python
+# decodes, missing from pypdf 7.1's table: without them pypdf reads the bytes as UTF-16 and returns
+# plausible-looking mojibake (GBK "我们都是黑体字" came out as Hangul "컒쏇뚼쫇뫚쳥ퟖ"). Entries pypdf has
+# are never replaced.
+_CJK_CMAPS = {
+    "/GBKp-EUC-H": "gbk", "/GBKp-EUC-V": "gbk",  # GBK with proportional Latin
+    "/B5pc-H": "big5", "/B5pc-V": "big5",
+    "/HKscs-B5-H": "big5hkscs", "/HKscs-B5-V": "big5hkscs",
+    "/EUC-H": "euc_jp", "/EUC-V": "euc_jp",
+    "/90msp-RKSJ-H": "cp932", "/90msp-RKSJ-V": "cp932",  # Shift-JIS with proportional Latin
+    "/KSC-EUC-H": "euc_kr", "/KSC-EUC-V": "euc_kr",
+    "/KSCms-UHC-H": "cp949", "/KSCms-UHC-V": "cp949", "/KSCms-UHC-HW-H": "cp949", "/KSCms-UHC-HW-V": "cp949",
+    "/UniKS-UTF16-H": "utf-16-be", "/UniKS-UTF16-V": "utf-16-be",
+}
+
+
+def _register_cjk_cmaps() -> None:
+    try:
+        from pypdf import _cmap
+
+        table = _cmap._predefined_cmap  # private: another pypdf may lack it
+    except (ImportError, AttributeError):
+        return  # these fonts then give mojibake, as before
+    for name, codec in _CJK_CMAPS.items():
+        table.setdefault(name, codec)
+
+
+# A page's text "looks garbled" when at least _BAD_MIN and _BAD_SHARE of its non-space characters
+# cannot be text (see _n_bad), or when at least _SPACED_SHARE of its (at least _SPACED_MIN) words are one
+# letter: vertical text set a character at a time comes out one letter per line, letter-spaced text one
+# letter per word. On the CUAD and FinanceBench PDFs the largest shares are 0.004 and 0.17.
+_BAD_MIN = 3
+_BAD_SHARE = 0.1
+_SPACED_MIN = 10
+_SPACED_SHARE = 0.5
+_NOT_TEXT = frozenset({"Cn", "Co", "Cs", "Cc"})  # unassigned, private use, surrogate, control
+_MARKS = frozenset({"Mn", "Mc", "Me"})
+# Text made only of these (ASCII, Latin-1 and Latin Extended-A, common punctuation and symbols: no
+# control, unassigned or private character, no mark) has nothing to count; most pages are such.
+_SUSPECT = re.compile(r"[^\s\x20-\x7e\u00a0-\u017f\u2010-\u2027\u2030-\u205e\u20a0-\u20bf\u2100-\u214f"
+                      r"\u2190-\u22ff\u25a0-\u26ff]")
+# A letter's script is the first word of its Unicode name ("CYRILLIC SMALL LETTER A"); Chinese, Japanese
+# and Korean mix these in one word, and the letters below belong to no script.
+_CJK = frozenset({"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL", "BOPOMOFO", "IDEOGRAPHIC",
+                  "FULLWIDTH", "HALFWIDTH"})
+_NO_SCRIPT = frozenset({"MODIFIER", "SUPERSCRIPT", "SUBSCRIPT", "FEMININE", "MASCULINE", "MICRO",
+                        "MATHEMATICAL", "DOUBLE-STRUCK", "SCRIPT", "BLACK-LETTER", "PLANCK", "KELVIN",
+                        "ANGSTROM", "OHM", "COMBINING", "VARIATION"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _script(c: str) -> str | None:
+    if c < "\x80":
+        return "LATIN"
+    word = unicodedata.name(c, "").split(" ", 1)[0]
+    return "CJK" if word in _CJK else None if word in _NO_SCRIPT or not word else word
+
+
+def _n_bad(text: str) -> int:
+    """Characters no real text has: U+FFFD, unassigned code points, private use (icons aside, what a
+    font without a Unicode map yields), lone surrogates, control characters; combining marks without
+    a base or on a letter of another script; and letters whose script differs from the letter before
+    them in the same word. CIDs read as code points (a CJK font without a Unicode map) give such a
+    soup: Greek, Cyrillic, Hebrew, Thaana, Devanagari and Lao letters and marks in one word."""
+    if not _SUSPECT.search(text):
+        return 0
+    bad = 0
+    base = None  # the last character that is not a mark (None: start of text or after a space)
+    script = None  # the script of the word's last letter
+    for c in text:
+        if c.isspace():
+            base = script = None
+            continue
+        cat = unicodedata.category(c)
+        if cat in _MARKS:
+            if base is None:
+                bad += 1
+            elif unicodedata.category(base)[0] == "L":
+                own = _script(c)  # "ARABIC FATHA"; None for "COMBINING ACUTE ACCENT"
+                bad += own is not None and own != _script(base)
+            continue
+        if cat in _NOT_TEXT or c == "\ufffd":
+            bad += 1
+        elif cat[0] == "L":
+            own = _script(c)
+            if own == "LATIN":  # Latin words and symbols sit inside CJK text ("iPhone手机"), and Greek
+                script = None  # beside them in formulas ("αᵢxᵢ"): no sign of garbling
+            elif own is not None:
+                bad += script is not None and own != script
+                script = own
+        if cat != "Cf":  # a joiner between a letter and its mark is not the mark's base
+            base = c
+    return bad
+
+
+def garbled(text: str) -> bool:
+    """Whether a page's extracted text looks garbled (the thresholds above)."""
+    n = len("".join(text.split()))
+    if not n:
+        return False
+    bad = _n_bad(text)
+    if bad >= _BAD_MIN and bad >= _BAD_SHARE * n:
+        return True
+    words = [w for w in text.split() if any(c.isalpha() for c in w)]
+    single = sum(1 for w in words if len(w) == 1)
+    return len(words) >= _SPACED_MIN and single >= _SPACED_SHARE * len(words)
+
+
 def _clean_page(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n")
     return text
@@ -104,6 +217,7 @@ def open_pdf(data, name: str, *, password: str | None, timeout: float | None):
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError
 
+    _register_cjk_cmaps()
     with _pdf_errors(name, timeout):
         try:
             reader = PdfReader(io.BytesIO(data) if isinstance(data, bytes) else data, strict=False)
@@ -127,12 +241,13 @@ def open_pdf(data, name: str, *, password: str | None, timeout: float | None):
 def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] | None = None):
     """The text of each page in order, extracted one page at a time (each under its own ``timeout``),
     so the caller need not hold them all. At the end: a ``LongdocError`` when no page had text, and the
-    pages that failed or were empty appended to ``warnings``."""
+    pages that failed, were empty or look garbled appended to ``warnings`` (one line each)."""
     from pypdf.errors import FileNotDecryptedError
 
     n = len(reader.pages)
     failed: list[int] = []
     empty: list[int] = []
+    bad: list[int] = []
     for i in range(n):
         with _pdf_errors(name, timeout):
             try:
@@ -144,6 +259,8 @@ def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] 
                 failed.append(i + 1)
         if not text.strip() and i + 1 not in failed:
             empty.append(i + 1)
+        elif garbled(text):
+            bad.append(i + 1)
         yield text
     if len(failed) + len(empty) == n:
         if failed:
@@ -155,6 +272,11 @@ def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] 
         if empty:
             have = "has" if len(empty) == 1 else "have"
             warnings.append(f"{_pages(empty)} {have} no text layer (scanned?); OCR is not done")
+        if bad:
+            it = "it" if len(bad) == 1 else "them"
+            warnings.append(f"the text of {_pages(bad)} looks garbled (characters that are not text, or one "
+                            f"letter per line or word: a font without a Unicode map, vertical or letter-spaced "
+                            f"text); answers from {it} may be unreliable")
 
 
 def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | None):
