@@ -38,6 +38,12 @@ def make_pdf(pages: list[list[str] | None]) -> bytes:
         kids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] "
                         b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>"
                         % (pages_id, font, stream)))
+    return pdf_bytes(objs, catalog, pages_id, kids)
+
+
+def pdf_bytes(objs: list[bytes], catalog: int, pages_id: int, kids: list[int]) -> bytes:
+    """The file for objects ``objs`` (object i + 1 is objs[i]), filling in the catalog and page-tree
+    placeholders at ``catalog`` and ``pages_id`` with the page objects ``kids``; with its xref table."""
     objs[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id
     objs[pages_id - 1] = (b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids)
                           + b"] /Count %d >>" % len(kids))

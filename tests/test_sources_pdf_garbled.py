@@ -4,7 +4,6 @@ legacy CJK encodings pypdf lacks, the detector on natural text in many scripts, 
 ../shared/data (the odd ones named, no contract or filing named)."""
 from __future__ import annotations
 
-import io
 import random
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sources_pdf import make_pdf, write  # noqa: E402
+from test_sources_pdf import make_pdf, pdf_bytes, write  # noqa: E402
 
 from longdoc.errors import LongdocError  # noqa: E402
 from longdoc.sources import PAGE_SEPARATOR, load, stream  # noqa: E402
@@ -67,20 +66,7 @@ def cjk_pdf(pages: list[list[tuple[float, float, bytes]]], *, encoding: str = "/
         content = stream_obj(b"\n".join(ops))
         kids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 %d 0 R "
                         b">> >> /Contents %d 0 R >>" % (pages_id, font, content)))
-    objs[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id
-    objs[pages_id - 1] = (b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids)
-                          + b"] /Count %d >>" % len(kids))
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objs, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1))
-    out.write(b"".join(b"%010d 00000 n \n" % off for off in offsets))
-    out.write(b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, catalog, xref))
-    return out.getvalue()
+    return pdf_bytes(objs, catalog, pages_id, kids)
 
 
 class Codes:
