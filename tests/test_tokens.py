@@ -195,3 +195,15 @@ def test_reader_that_leaves_is_a_quiet_exit_0(tmp_path, read_first_line):
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait(timeout=300) == 0 and err == b""
+
+
+@pytest.mark.usefixtures("home")
+def test_cli_prints_the_loaders_warnings(tmp_path):
+    """A PDF page without text is counted and named on stderr, as `ask` names it (JSON: an object)."""
+    pdf = make_pdf(tmp_path / "half.pdf", ["Exhibit B. Payment terms apply.", ""])
+    r = run(["tokens", str(pdf)])
+    assert r.exception is None
+    assert "page 2" in r.stderr and r.stderr.startswith(f"longdoc: warning: {pdf}: ")
+    j = run(["tokens", "--json", str(pdf)])
+    assert json.loads(j.stdout)["files"][0]["chars"] > 20
+    assert "page 2" in json.loads(j.stderr.splitlines()[0])["warning"]

@@ -34,9 +34,12 @@ def command(paths, as_json, model, password):
     the total fits.
 
     Files inside a directory that cannot be read as text (binaries, broken PDFs) are skipped with a
-    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2). Text is
-    read and counted in blocks, so a file of any size is counted in flat memory.
+    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2). The
+    loader's warnings (PDF pages without text or with garbled text, invalid UTF-8) go to stderr, as
+    `ask` prints them. Text is read and counted in blocks, so a file of any size is counted in flat
+    memory.
     """
+    from longdoc import render
     from longdoc import tokens as tk
     from longdoc.model.files import load_tokenizer
     from longdoc.sources import stream
@@ -48,7 +51,10 @@ def command(paths, as_json, model, password):
             raise LongdocError(f"{path}: no such file or directory")
         for file, named in _files(path):
             try:  # read in blocks, never whole (longdoc/tokens.py: the counts equal the whole text's)
-                counts.append(tk.count_chunks(stream(file, password=password).chunks, file, tokenizer=tokenizer))
+                text = stream(file, password=password)
+                counts.append(tk.count_chunks(text.chunks, file, tokenizer=tokenizer))
+                for w in text.warnings:  # filled as the blocks were read
+                    render.warning(f"{file}: {w}", as_json=as_json)
             except LongdocError as e:
                 if named:
                     raise
