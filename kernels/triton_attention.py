@@ -6,8 +6,9 @@ rows -> 0 with log-sum-exp -inf). This file reads top to bottom:
 
 1. device helpers (the band loop of the forward pass);
 2. the ``@triton.jit`` kernels: forward band, forward global rows (split over the sequence) and their
-   log-sum-exp merge; backward preprocess, dK/dV band, dQ band, global-key tile, global rows, and the
-   fixed-order reduction of per-chunk partials;
+   log-sum-exp merge; backward global-row prep, dK/dV band, dQ band (which runs first and makes every
+   row's delta and log2 LSE), global-key tile, global rows, and the fixed-order reduction of per-chunk
+   partials;
 3. the launch configurations;
 4. the launchers, the ``torch.library`` custom ops (so ``torch.compile`` sees one opaque op and does
    not break the graph) and the ``torch.autograd.Function`` that ties forward to backward;
@@ -346,32 +347,9 @@ def _fwd_global_merge_kernel(PO, PL, GPOS, Out, Lse, n_chunks,
 
 
 @triton.jit(do_not_specialize=["N"])
-def _bwd_preprocess_kernel(O, DO, LSE, Delta, LSE2, stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
-                           H, N, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """delta_i = sum_d dO_id * O_id (fp32), the row term of the softmax gradient, and the LSE in log2
-    units with +inf for rows that saw no key (their probabilities are then exactly 0)."""
-    pid_m = tl.program_id(0)
-    pid_z = tl.program_id(1)
-    h = pid_z % H
-    b = pid_z // H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    m_in = offs_m < N
-    rows = offs_m.to(tl.int64)[:, None]
-    o = tl.load(O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh + rows * stride_om + offs_d[None, :],
-                mask=m_in[:, None], other=0.0).to(tl.float32)
-    do = tl.load(DO + b.to(tl.int64) * stride_db + h.to(tl.int64) * stride_dh + rows * stride_dm + offs_d[None, :],
-                 mask=m_in[:, None], other=0.0).to(tl.float32)
-    row = pid_z.to(tl.int64) * N + offs_m
-    tl.store(Delta + row, tl.sum(o * do, 1), mask=m_in)
-    lse = tl.load(LSE + row, mask=m_in, other=0.0)
-    tl.store(LSE2 + row, tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634), mask=m_in)
-
-
-@triton.jit(do_not_specialize=["N"])
 def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSE2, LSEG2, DeltaG, DOG, stride_pb, stride_db, stride_dh,
                             stride_dm, H, N, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
-    """One (batch, head), after the preprocess: the global rows' log2 LSE (+inf on unused slots), delta
+    """One (batch, head), after the dQ kernel: the global rows' log2 LSE (+inf on unused slots), delta
     and dO gathered into compact (G_PAD,) / (G_PAD, D) rows, and +inf written over their band LSE
     (a global row's gradient flows only through the global pass)."""
     pid_z = tl.program_id(0)
@@ -556,15 +534,20 @@ def _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, strid
 
 
 @triton.jit(do_not_specialize=["N", "window"])
-def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ, PDK, PDV,
+def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, O, LSE, LSE2, Delta, DQ, PDK, PDV,
                         stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
                         stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
+                        stride_ob, stride_oh, stride_om,
                         stride_mb, stride_gb, stride_gh, stride_gm, stride_pb,
                         H, N, window, qk_scale, sm_scale, DIL: tl.constexpr,
                         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         G_PAD: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
                         PART_KV: tl.constexpr = False):
     """One program: dQ of BLOCK_M rows of one (batch, head, residue): global tile, then band.
+    It runs first in the backward and makes its rows' statistics itself: delta = rowsum(dO * O) and
+    the log2 LSE, +inf for rows that saw no key and for global rows (whose gradient flows only through
+    the global pass), stored in ``Delta`` and ``LSE2`` for the kernels after it (a separate pass over O
+    and dO did this before).
     ``PART_KV``: also the tile's dK, dV from these rows, unscaled (G_PAD, D) fp32 partials in ``PDK``,
     ``PDV`` (chunk (b*H + h)*DIL*programs + r*programs + pid_m), summed later: no pass re-reads Q, dO."""
     pid_m = tl.program_id(0)
@@ -591,13 +574,19 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ, PDK, PD
     rows = q_idx.to(tl.int64)
     q = tl.load(q_base + rows[:, None] * (stride_qm * DIL) + offs_d[None, :], mask=q_in[:, None], other=0.0)
     do = tl.load(do_base + rows[:, None] * (stride_dm * DIL) + offs_d[None, :], mask=q_in[:, None], other=0.0)
-    lse2 = tl.load(LSE2 + bh * N + r64 + rows * DIL, mask=q_in, other=float("inf"))
-    delta = tl.load(Delta + bh * N + r64 + rows * DIL, mask=q_in, other=0.0)
+    o = tl.load(O + b64 * stride_ob + h64 * stride_oh + r64 * stride_om + rows[:, None] * (stride_om * DIL)
+                + offs_d[None, :], mask=q_in[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    stat = bh * N + r64 + rows * DIL
+    lse = tl.load(LSE + stat, mask=q_in, other=float("-inf"))
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
     if G_PAD > 0:
         offs_g = tl.arange(0, G_PAD)
         g_pos = tl.load(GPOS + b64 * stride_pb + offs_g)
+        is_global = tl.max(((r + DIL * q_idx)[:, None] == g_pos[None, :]).to(tl.int32), 1) > 0
+        lse2 = tl.where(is_global, float("inf"), lse2)
         g_base = b64 * stride_gb + h64 * stride_gh
         kgt = tl.load(KG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])  # (D, G_PAD)
         vgt = tl.load(VG + g_base + offs_g[None, :] * stride_gm + offs_d[:, None])
@@ -626,6 +615,8 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, LSE2, Delta, DQ, PDK, PD
                            k_lo, k_hi, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, False, HAS_KPM, DOT_PREC)
         dq = _bwd_dq_inner(dq, q, do, lse2, delta, q_idx, k_base, v_base, kpm_base, sk, sv, DIL,
                            k_hi, n_blk, key0, n_r, window, qk_scale, HEAD_DIM, BLOCK_N, True, HAS_KPM, DOT_PREC)
+    tl.store(Delta + stat, delta, mask=q_in)
+    tl.store(LSE2 + stat, lse2, mask=q_in)
     out_rows = (bh * N + r64 + rows * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out_rows, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_in[:, None])
 
@@ -1101,21 +1092,12 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     prec = _dot_precision(q.dtype)
     t = _blocks(D, q.dtype)
 
-    # delta, and the log2-unit LSE with +inf where a row must contribute nothing through the band and
-    # the tile (rows that saw no key, and global rows, whose gradient flows only through the global pass)
+    # The dQ kernel runs first: it also makes each row's delta and log2-unit LSE (+inf where a row must
+    # contribute nothing through the band and the tile: rows that saw no key, and global rows, whose
+    # gradient flows only through the global pass), which the kernels after it read.
     lse = lse.contiguous()
     delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
-    _bwd_preprocess_kernel[(triton.cdiv(N, 128), B * H)](
-        out, do, lse, delta, lse2, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1),
-        do.stride(2), H, N, HEAD_DIM=D, BLOCK_M=128, num_warps=4)
-    if g_pad:
-        lse_g2 = torch.empty(B, H, g_pad, dtype=torch.float32, device=q.device)
-        delta_g = torch.empty_like(lse_g2)
-        dog = do.new_empty(B, H, g_pad, D)
-        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse2, lse_g2, delta_g, dog, gpos.stride(0),
-                                          do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
-                                          num_warps=4)
 
     # Global rows that share k, v add their dK/dV inside the dK/dV band kernel (separate projections
     # cannot); with a narrow tile that kernel also leaves their dQ as per-block partials, and the dQ
@@ -1129,6 +1111,25 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     pdq = q.new_empty(B, H, dilation * n_kblk, g_pad, D, dtype=torch.float32) if part_dq else dummy
     pdk, pdv = ((q.new_empty(B, H, dilation * n_qblk, g_pad, D, dtype=torch.float32) for _ in range(2)) if part_kv
                 else (dummy, dummy))
+    _bwd_dq_band_kernel[(n_qblk, B * H * dilation)](
+        q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse, lse2,
+        delta, dq, pdk, pdv,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        kpm.stride(0) if has_kpm else 0,
+        kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
+        gpos.stride(0) if g_pad else 0,
+        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, PART_KV=part_kv,
+        num_warps=t["dq_warps"], num_stages=t["dq_stages"])
+    if g_pad:
+        lse_g2 = torch.empty(B, H, g_pad, dtype=torch.float32, device=q.device)
+        delta_g = torch.empty_like(lse_g2)
+        dog = do.new_empty(B, H, g_pad, D)
+        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse2, lse_g2, delta_g, dog, gpos.stride(0),
+                                          do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
+                                          num_warps=4)
     _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
         q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
@@ -1136,17 +1137,6 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
         DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
         G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
-    _bwd_dq_band_kernel[(n_qblk, B * H * dilation)](
-        q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, lse2, delta, dq,
-        pdk, pdv,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        kpm.stride(0) if has_kpm else 0,
-        kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
-        gpos.stride(0) if g_pad else 0,
-        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
-        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, PART_KV=part_kv,
-        num_warps=t["dq_warps"], num_stages=t["dq_stages"])
 
     if g_pad:
         chunk = _chunk(N, t["glob"])
