@@ -282,7 +282,10 @@ ENABLED = True  # False: the Triton kernel serves every call (tests/test_kernels
 
 
 def _tiles(head_dim: int) -> tuple:
-    return _TILES_OVERRIDE or TILES[head_dim]
+    tiles = _TILES_OVERRIDE or TILES[head_dim]
+    if tiles[1] < 2:  # a consumer holds block t while it waits for block t + 1: one slot would deadlock
+        raise ValueError(f"the Hopper kernel needs at least 2 stages, got {tiles}")
+    return tiles
 
 
 def _smem_bytes(head_dim: int, g_pad: int, elem: int = 2) -> int:
