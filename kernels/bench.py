@@ -161,7 +161,7 @@ def bench_longdoc(n, d, w, G, bwd, ref_max_n):
         err = max(errs)
         del ins32, ref
     g_pad = max(16, 1 << (G - 1).bit_length()) if G else 0
-    fuse = G and -(-n // ta._fwd_tiles(d, q.dtype)[0]) <= ta._FUSE_MAX_CHUNKS
+    fuse = G > 0 and ta._fuses_global_rows(n, 1, d, q.dtype)
     hopper = ta._on_hopper_kernel(q, k, v, q, 1, False, g_pad, fuse)
     ex = executed_flops(n, d, w, G, bwd=bwd, hopper=hopper) / (ms * 1e-3) / 1e12
     return dict(first=first, ms=ms, peak=peak, err=err, exec_tflops=ex)

@@ -51,7 +51,6 @@ TILES = {64: (64, 4, 4, 96, 112), 128: (64, 4, 3, 128, 160)}
 _MAX_G_PAD = 64  # a wider global tile (64 x G_PAD fp32 scores per consumer) does not fit the registers
 _SMEM_LIMIT = 227 * 1024
 SUB_M = 64  # rows per consumer: one wgmma's height
-_LOG2_E = 1.4426950408889634
 
 if HAVE_GLUON:
     _SUB_M = gl.constexpr(SUB_M)
@@ -78,7 +77,7 @@ if HAVE_GLUON:
         """Softmax of score block t and the rescaled accumulator. A block inside every row's band
         (rows r0 .. r0 + 63) and inside [0, N) is not masked."""
         kb = key0 + t * BLOCK_N
-        masked = (kb < r0 + 63 - window) | (kb + BLOCK_N - 1 > r0 + window) | (kb < 0) | (kb + BLOCK_N > N)
+        masked = (kb < r0 + _SUB_M - 1 - window) | (kb + BLOCK_N - 1 > r0 + window) | (kb < 0) | (kb + BLOCK_N > N)
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, masked, kb, q_idx, N, window, qk_scale, BLOCK_N, col_s)
         return p, acc * gl.convert_layout(alpha, row_o)[:, None], m_i, l_i
 
@@ -330,10 +329,10 @@ def _desc(t: torch.Tensor, rows: int):
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, _layout(rows, t.shape[-1], t.dtype, 4))
 
 
-def band_forward(q, k, v, out, lse, window: int, scale: float, g_pad: int = 0, gpos=None, kg=None, vg=None):
+def band_forward(q, k, v, out, lse, window: int, qk_scale: float, g_pad: int = 0, gpos=None, kg=None, vg=None):
     """out (B, H, N, D) and natural-log lse (B, H, N) of the band plus the compact global tile (kg, vg
     (B, H, G_PAD, D) at positions gpos (B, G_PAD), -1 = unused), for q, k, v (B, H, N, D) that
-    ``supported`` accepts."""
+    ``supported`` accepts; ``qk_scale`` is the softmax scale times log2(e)."""
     B, H, N, D = q.shape
     bn, stages, num_c, maxnreg, cregs = _tiles(D)
     dummy = lse
@@ -343,6 +342,6 @@ def band_forward(q, k, v, out, lse, window: int, scale: float, g_pad: int = 0, g
         kg if g_pad else q, vg if g_pad else q, gpos if g_pad else dummy, lse,
         kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
         gpos.stride(0) if g_pad else 0, lse.stride(0), lse.stride(1),
-        H, N, window, scale * _LOG2_E,
+        H, N, window, qk_scale,
         HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, G_LAYOUT=_layout(max(g_pad, 16), D, q.dtype, 2), STAGES=stages,
         NUM_C=num_c, CONS_REGS=cregs, num_warps=4, maxnreg=maxnreg)

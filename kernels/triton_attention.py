@@ -347,11 +347,11 @@ def _fwd_global_merge_kernel(PO, PL, GPOS, Out, Lse, n_chunks,
 
 
 @triton.jit(do_not_specialize=["N"])
-def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSE2, LSEG2, DeltaG, DOG, stride_pb, stride_db, stride_dh,
+def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSEG2, DeltaG, DOG, stride_pb, stride_db, stride_dh,
                             stride_dm, H, N, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
-    """One (batch, head), after the dQ kernel: the global rows' log2 LSE (+inf on unused slots), delta
-    and dO gathered into compact (G_PAD,) / (G_PAD, D) rows, and +inf written over their band LSE
-    (a global row's gradient flows only through the global pass)."""
+    """One (batch, head), after the dQ kernel (which already gave the global rows a band LSE of +inf:
+    their gradient flows only through the global pass): the global rows' log2 LSE (+inf on unused
+    slots), delta and dO gathered into compact (G_PAD,) / (G_PAD, D) rows."""
     pid_z = tl.program_id(0)
     b = (pid_z // H).to(tl.int64)
     h = (pid_z % H).to(tl.int64)
@@ -368,7 +368,6 @@ def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSE2, LSEG2, DeltaG, DOG, stri
     dog = tl.load(DO + b * stride_db + h * stride_dh + rows[:, None] * stride_dm + offs_d[None, :], mask=ok[:, None],
                   other=0.0)
     tl.store(DOG + slot[:, None] * HEAD_DIM + offs_d[None, :], dog)
-    tl.store(LSE2 + row, tl.zeros([G_PAD], dtype=tl.float32) + float("inf"), mask=ok)
 
 
 @triton.jit
@@ -997,6 +996,12 @@ def _fold(part):
     return part
 
 
+def _fuses_global_rows(n: int, dilation: int, head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether the Triton band kernel also computes the global rows (at most _FUSE_MAX_CHUNKS row
+    blocks per head), so no separate global-rows pass runs."""
+    return dilation * triton.cdiv(-(-n // dilation), _fwd_tiles(head_dim, dtype)[0]) <= _FUSE_MAX_CHUNKS
+
+
 def _on_hopper_kernel(q, k, v, out, dilation, has_kpm, g_pad, fuse) -> bool:
     """Whether the forward band pass runs on the warp-specialised sm_90 kernel (hopper_attention.py):
     not when the global rows ride along the Triton band kernel (fuse) or a Triton tile is forced."""
@@ -1016,9 +1021,9 @@ def _band_pass(q, k, v, kpm, has_kpm, g_pad, gpos, kg, vg, out, lse, window, dil
     n_r_max = -(-N // dilation)
     bm, bn, warps, stages, if_mask = _fwd_tiles(D, q.dtype)
     n_mblk = triton.cdiv(n_r_max, bm)
-    fuse = qg is not None and dilation * n_mblk <= _FUSE_MAX_CHUNKS
+    fuse = qg is not None and _fuses_global_rows(N, dilation, D, q.dtype)
     if _on_hopper_kernel(q, k, v, out, dilation, has_kpm, g_pad, fuse):
-        hopper_attention.band_forward(q, k, v, out, lse, window, scale, g_pad, gpos, kg, vg)
+        hopper_attention.band_forward(q, k, v, out, lse, window, qk_scale, g_pad, gpos, kg, vg)
         return None
     po = pl = dummy
     if fuse:
@@ -1127,7 +1132,7 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         lse_g2 = torch.empty(B, H, g_pad, dtype=torch.float32, device=q.device)
         delta_g = torch.empty_like(lse_g2)
         dog = do.new_empty(B, H, g_pad, D)
-        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse2, lse_g2, delta_g, dog, gpos.stride(0),
+        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse_g2, delta_g, dog, gpos.stride(0),
                                           do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
                                           num_warps=4)
     _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](

@@ -86,6 +86,7 @@ _CJK_CMAPS = {
 }
 
 
+@functools.cache  # once per process: the table is pypdf's, shared by every reader
 def _register_cjk_cmaps() -> None:
     try:
         from pypdf import _cmap
