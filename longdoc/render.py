@@ -143,6 +143,12 @@ def warning(message: str, *, as_json: bool = False, err=None) -> None:
     err.write((json.dumps({"warning": message}, ensure_ascii=False) if as_json else f"longdoc: warning: {message}") + "\n")
 
 
+def file_warning(path: str, message: str, *, as_json: bool = False, err=None) -> None:
+    """One of a loader's warnings about a file (``Document.warnings``, ``TextStream.warnings``): one
+    line naming the file, as every verb that reads files prints it."""
+    warning(f"{shown_path(path)}: {message}", as_json=as_json, err=err)
+
+
 def error_json(message: str, err=None) -> None:
     err = err or sys.stderr
     err.write(json.dumps({"error": message}, ensure_ascii=False) + "\n")

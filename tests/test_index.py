@@ -480,6 +480,72 @@ def test_cli_quiet_drops_notes_but_not_warnings(tree, capsys, fake_model):
         assert ("waiting for another `longdoc index`" in err) == (not quiet), err
 
 
+# -- the loader's warnings ---------------------------------------------------------------------------
+
+NO_TEXT = "page 2 has no text layer (scanned?); OCR is not done"
+BAD_UTF8 = "1 invalid UTF-8 byte(s) (first at byte 10) shown as U+FFFD"
+
+
+@pytest.fixture
+def warned_tree(tree):
+    """The tree plus a PDF whose second page has no text and a text file with an invalid UTF-8 byte:
+    both load, each with one warning."""
+    from test_sources_pdf import make_pdf
+
+    (tree / "scans").mkdir()
+    (tree / "scans" / "half.pdf").write_bytes(make_pdf([["Exhibit B. Payment terms apply."], None]))
+    (tree / "latin.txt").write_bytes(b"Caf\xc3\xa9 and \xff notes about the payment queue.\n")
+    backdate(tree)
+    return tree
+
+
+def test_cli_index_prints_the_loaders_warnings(warned_tree, capsys, fake_model):
+    """Each file's warning on one line of stderr naming it, as `ask FILE` and `tokens` print them;
+    -q keeps them; --json gives JSON objects on stderr and a "warnings" list in the report."""
+    want = [f"longdoc: warning: latin.txt: {BAD_UTF8}", f"longdoc: warning: scans/half.pdf: {NO_TEXT}"]
+    rc, out, err = run_cli(capsys, "index", str(warned_tree))
+    assert rc == 0 and "6 encoded" in out
+    assert err.splitlines() == want
+    rc, out, err = run_cli(capsys, "index", str(warned_tree))  # nothing read again: nothing to say
+    assert rc == 0 and "up to date" in out and err == ""
+
+    rc, out, err = run_cli(capsys, "index", str(warned_tree), "--rebuild", "-q")
+    assert rc == 0 and err.splitlines() == want
+
+    rc, out, err = run_cli(capsys, "index", str(warned_tree), "--rebuild", "--json")
+    assert rc == 0
+    assert json.loads(out)["warnings"] == [["latin.txt", BAD_UTF8], ["scans/half.pdf", NO_TEXT]]
+    assert [json.loads(x) for x in err.splitlines()] == [{"warning": w[len("longdoc: warning: "):]} for w in want]
+
+
+def test_warnings_of_an_interrupted_run_are_said_as_files_are_read(warned_tree):
+    """Ctrl-C after the first file: its warning has been passed up already, the file is stored and
+    the index answers; the next run reads (and warns about) only the files left."""
+    import longdoc.index.indexer as indexer
+
+    class Interrupted(HashEncoder):
+        def embed_spans(self, text, spans, tokens=None):
+            if self.calls >= 1:
+                raise KeyboardInterrupt
+            return super().embed_spans(text, spans, tokens)
+
+    said = []
+    old = indexer.PACK_TOKENS
+    indexer.PACK_TOKENS = 0  # every file alone: the interrupt lands between files
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(warned_tree, encoder=Interrupted(), on_warning=lambda rel, w: said.append((rel, w)))
+        assert said == [("latin.txt", BAD_UTF8)]  # folders in order: the root's files first
+        assert status(warned_tree).files == 1
+        assert search(warned_tree, ["payment queue"], encoder=HashEncoder(), update=False)[0].results
+
+        said.clear()
+        r = build(warned_tree, encoder=HashEncoder(), on_warning=lambda rel, w: said.append((rel, w)))
+    finally:
+        indexer.PACK_TOKENS = old
+    assert said == r.warnings == [("scans/half.pdf", NO_TEXT)] and r.files == 6
+
+
 # -- the real model ----------------------------------------------------------------------------------
 
 @pytest.mark.model

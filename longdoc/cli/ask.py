@@ -33,9 +33,10 @@ def _questions(questions: tuple[str, ...], questions_file) -> list[str]:
     return qs
 
 
-def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, warn):
+def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, as_json):
     """--stream: the sinks pattern over stdin or a file (text decoded block by block, a PDF page by
     page; longdoc/sources, longdoc/tasks/stream_ask.py)."""
+    from longdoc import render
     from longdoc.model.attention_spec import parse_spec
     from longdoc.sources import stream
 
@@ -54,7 +55,7 @@ def _ask_stream(path, qs, *, k, threshold, model, window, attention, password, w
     answers = ask_stream(src.chunks, qs, encoder=encoder, k=k, threshold=threshold, sinks=params.get("sinks", 4),
                          path=path, pages=src.kind == "pdf", stats=stats)
     for w in src.warnings:
-        warn(f"{path}: {w}")
+        render.file_warning(path, w, as_json=as_json)
     if not stats.get("passages"):  # as without --stream: an empty input is an error, not "nothing found"
         raise LongdocError(f"{path}: no text to search")
     return answers
@@ -159,7 +160,7 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                 raise LongdocError("--stream encodes window by window on one device: it takes no --devices "
                                    "or --shard-tokens")
             answers = _ask_stream(path, qs, k=k, threshold=threshold, model=model, window=window,
-                                  attention=attention, password=password, warn=warn)
+                                  attention=attention, password=password, as_json=as_json or as_jsonl)
         elif path != "-" and Path(path).is_dir():
             from longdoc.index import search
 
@@ -187,7 +188,7 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
                     _stream_hint(path, size, hint)
                 doc = engine.load(path, password=password)
                 for w in doc.warnings:
-                    warn(f"{path}: {w}")
+                    render.file_warning(path, w, as_json=as_json or as_jsonl)
                 if size is None:  # a PDF or stdin: known once read
                     _stream_hint(path, len(doc.text), hint)
                 if status:

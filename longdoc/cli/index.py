@@ -88,6 +88,15 @@ class _ProgressLine:
             sys.stderr.flush()
             self.shown = False
 
+    def clear(self) -> None:
+        """Blank the line, so that a message printed now does not land in the middle of it (the next
+        update draws it again below)."""
+        if self.shown:
+            width = shutil.get_terminal_size((100, 20)).columns
+            sys.stderr.write("\r" + " " * (width - 1) + "\r")
+            sys.stderr.flush()
+            self.shown = False
+
 
 @command.command("update")
 @click.argument("path", default=".", type=click.Path(file_okay=False), callback=nonempty_paths)
@@ -121,6 +130,9 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
     Only new and changed files are encoded (by content hash); deleted files are removed. Walk flags
     given here are remembered for the next run. Exit status: 0 done, 2 when a file could not be read
     (it is listed; the others are indexed) or on error, 130 when interrupted (what was done is kept).
+    The loader's warnings about the files read (PDF pages without text or with garbled text, invalid
+    UTF-8) go to stderr as each file is read, as `ask` prints them (a JSON object with --json, and in
+    the report's "warnings").
     """
     from longdoc.index import WalkOptions, build
     from longdoc.index.walk import DEFAULT_MAX_SIZE
@@ -130,6 +142,12 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
                        exclude=tuple(exclude), max_size=max_size or DEFAULT_MAX_SIZE) if selection_given else None
     line = _ProgressLine(sys.stderr.isatty() and not quiet and not as_json)
 
+    def on_warning(rel, message):  # a problem with a file's text: --quiet keeps it
+        from longdoc.render import file_warning
+
+        line.clear()
+        file_warning(rel, message, as_json=as_json)
+
     def on_wait(pid):  # a note, not a problem: --quiet drops it
         if not quiet:
             click.echo(f"longdoc: waiting for another `longdoc index` (pid {pid or '?'}) on this root...",
@@ -138,7 +156,7 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
     try:
         report = build(path, model=model, window=window, index_dir=index_dir, walk_options=opts,
                        files_from=files_from, rebuild=rebuild, wait=wait, on_wait=on_wait, progress=line,
-                       password=password)
+                       password=password, on_warning=on_warning)
     except KeyboardInterrupt:
         line.close()
         done = line.state.files_done if line.state else 0

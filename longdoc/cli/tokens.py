@@ -54,7 +54,7 @@ def command(paths, as_json, model, password):
                 text = stream(file, password=password)
                 counts.append(tk.count_chunks(text.chunks, file, tokenizer=tokenizer))
                 for w in text.warnings:  # filled as the blocks were read
-                    render.warning(f"{file}: {w}", as_json=as_json)
+                    render.file_warning(file, w, as_json=as_json)
             except LongdocError as e:
                 if named:
                     raise

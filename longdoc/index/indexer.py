@@ -69,7 +69,9 @@ class Progress:
 
 @dataclass
 class Report:
-    """What a run did. ``failed`` files are recorded in the index (not retried until they change)."""
+    """What a run did. ``failed`` files are recorded in the index (not retried until they change).
+    ``warnings`` are the loader's warnings (``Document.warnings``) about the files this run read; they
+    are not stored, so a later run that does not read the file again does not repeat them."""
 
     root: str
     db: str
@@ -79,6 +81,7 @@ class Report:
     deleted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, the loader's warning), files read
     tokens: int = 0
     seconds: float = 0.0
     rebuilt: bool = False
@@ -228,6 +231,7 @@ def build(
     on_wait: Callable[[int | None], None] | None = None,
     progress: Callable[[Progress], None] | None = None,
     password: str | None = None,
+    on_warning: Callable[[str, str], None] | None = None,
 ) -> Report:
     """Index ``root`` (create or update) and return what was done.
 
@@ -235,6 +239,10 @@ def build(
     the same selection), else ``WalkOptions()``. ``wait=False`` raises ``LongdocError`` when another
     process is indexing the same root. ``rebuild`` encodes every file again into a new database that
     replaces the old one only when complete (needed after a model change).
+
+    ``on_warning(path, message)`` gets each of the loader's warnings as soon as the file is read (they
+    are also in ``Report.warnings``), so a run that is interrupted has already said them about the
+    files it stored.
     """
     from longdoc import __version__
     from longdoc.segment import segment
@@ -274,7 +282,7 @@ def build(
                 store.delete_files(report.deleted)
             if to_encode:
                 _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment,
-                            password)
+                            password, on_warning)
                 if encoder is None and encoder_factory is None and lazy.loaded:
                     # The model folder and settings that made these vectors, keyed as `ask` keys them:
                     # the first question then skips loading torch to re-check the fingerprint.
@@ -343,7 +351,8 @@ def _selection(manifest: dict, opts: WalkOptions | None, files_from: str | None)
     return WalkOptions(**{k: v for k, v in d.items() if k in known}), (ff if ff and Path(ff).exists() else None)
 
 
-def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password):
+def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password,
+                on_warning):
     total_bytes = sum(e.size for e, _ in to_encode)
     if progress:
         progress(Progress(0, len(to_encode), 0, total_bytes, 0, time.monotonic() - t0))
@@ -380,7 +389,7 @@ def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, lo
                 flush(group)
             open_packs.clear()
             folder = here
-        f = _load_one(store, e, encoder, report, load, segment, password)
+        f = _load_one(store, e, encoder, report, load, segment, password, on_warning)
         if f is None:  # recorded as failed or deleted
             advance(e)
         elif not (PACK_TOKENS and f.rows and f.n_tokens <= PACK_FILE_TOKENS):
@@ -421,8 +430,11 @@ class _Loaded:
         return str(PurePosixPath(self.entry.rel).parent), self.doc.kind, self.doc.language
 
 
-def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, password) -> _Loaded | None:
-    """Read and segment one file; None when it vanished (pruned) or failed to load (recorded)."""
+def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, password,
+              on_warning) -> _Loaded | None:
+    """Read and segment one file; None when it vanished (pruned) or failed to load (recorded). The
+    loader's warnings go out here, outside any transaction: a callback that fails (stderr closed)
+    stops the run between files, where a kill would."""
     t_read = time.time()
     try:
         st = e.path.stat()  # before reading: a write after this moment changes the mtime we store
@@ -443,6 +455,10 @@ def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, pa
                            indexed_at=t_read)
         report.failed.append((e.rel, msg))
         return None
+    for w in doc.warnings:
+        report.warnings.append((e.rel, w))
+        if on_warning:
+            on_warning(e.rel, w)
     rows = _segments_for(doc, segment(doc))
     tokens = encoder.tokenize(doc.text) if rows else None
     return _Loaded(e, sha, st, t_read, doc, rows, tokens)
