@@ -65,6 +65,94 @@ def test_zero_shot_scores_single_and_multi():
     assert raw[0] == pytest.approx(1.0 - np.median(labels[0] @ seg.T), abs=1e-5)
 
 
+@pytest.mark.parametrize("text, title", [
+    ("Exhibit 10d-2\nRESELLER AGREEMENT\nBY AND BETWEEN", "RESELLER AGREEMENT"),
+    ('This Reseller Agreement (the "Agreement") is made', "Reseller Agreement"),  # "This" is not the title
+    ("Exhibit 10.2\nSITE DEVELOPMENT AND\nHOSTING AGREEMENT\n\nThis", "SITE DEVELOPMENT AND HOSTING AGREEMENT"),
+    ("EXHIBIT 10.13\n\nOutsourcing Contract on Development of a Hotel", "Outsourcing Contract"),
+    ("AGREEMENT FOR THE SUPPLY OF GOODS\n\nThis agreement", "AGREEMENT FOR THE SUPPLY OF GOODS"),
+    ("AGREEMENT FOR THE SUPPLY OF goods", "AGREEMENT FOR THE SUPPLY"),
+    # legends and "THIS AGREEMENT" name no kind; the title after them does
+    ("Portions of this agreement are omitted. THIS AGREEMENT\n\nMASTER SERVICES AGREEMENT", "MASTER SERVICES AGREEMENT"),
+    ("LEASE\n\n1. Premises. Landlord leases to Tenant.", None),  # no Agreement or Contract: no title
+    ("SUPPLY\n\nAGREEMENT", None),  # not across a blank line
+    ("AND " * 500 + "AGREEMENT", None),
+    ("x " * 2000 + "DISTRIBUTOR AGREEMENT", None),  # beyond the opening
+])
+def test_find_title(text, title):
+    t = C.find_title(text)
+    assert (t.text if t else None) == title
+    if t:
+        assert " ".join(text[t.start:t.end].split()) == t.text and t.kind in t.text.lower()
+
+
+def test_title_adds_to_the_single_label_score():
+    rng = np.random.default_rng(0)
+    seg = rng.normal(size=(4, 8)).astype(np.float32)
+    seg /= np.linalg.norm(seg, axis=1, keepdims=True)
+    labels = np.stack([seg[0], -seg[0]])  # the document's text says label 0
+    spans = [(i * 10, i * 10 + 9) for i in range(4)]
+    raw, p = C.zero_shot_scores(seg, spans, labels, "single")
+    title = np.array([0.2, 0.9], np.float32)  # its title says label 1
+    raw_t, p_t = C.zero_shot_scores(seg, spans, labels, "single", title)
+    np.testing.assert_allclose(raw_t, raw + C.TITLE_WEIGHT * title, rtol=1e-6)
+    np.testing.assert_allclose(p_t, C._softmax(raw_t / C.TITLE_TEMPERATURE), rtol=1e-6)
+    assert int(np.argmax(p)) == 0 and int(np.argmax(p_t)) == 1 and abs(p_t.sum() - 1) < 1e-6
+
+
+def test_conditional_logit_fit_recovers_its_weights():
+    from longdoc.eval.classify import fit_conditional_logit
+
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(2000, 5, 2))
+    theta = np.array([1.0, 3.0])
+    y = np.array([rng.choice(5, p=C._softmax(f @ theta)) for f in F])
+    np.testing.assert_allclose(fit_conditional_logit(F, y), theta, rtol=0.15)
+
+
+def test_cli_title_decides_and_is_shown_first(tmp_path, tiny_model_dir):
+    """The body says "lease" over and over, the title says SERVICES AGREEMENT: the title decides, and
+    the evidence starts with it (before the title was read, the body's label won)."""
+    from longdoc.sources.document import Document
+    from longdoc.tasks.ask import Engine
+
+    text = "SERVICES AGREEMENT\n\n" + "lease\n\n" * 10
+    doc = tmp_path / "contract.txt"
+    doc.write_text(text, encoding="utf-8")
+    engine = Engine(model=str(tiny_model_dir), use_cache=False)
+    labels = C.parse_labels("services,lease")
+    p = engine.passages(Document(str(doc), text, "text"))
+    body = C.zero_shot_scores(p.vectors, p.spans, engine.question_vectors(["services", "lease"]), "single")[1]
+    assert int(np.argmax(body)) == 1  # the whole document alone says lease
+    base = ["classify", str(doc), "--labels", "services,lease", "--model", str(tiny_model_dir)]
+    res = CliRunner().invoke(cli, base + ["--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.output)[0]
+    assert rec["label"] == "services" and len(rec["evidence"]) == 2  # the title, then the one segment
+    first = rec["evidence"][0]
+    assert (first["char_start"], first["char_end"], first["line_start"], first["text"]) == (0, 18, 1, "SERVICES AGREEMENT")
+    assert first["score"] == pytest.approx(1.0, abs=1e-3)  # "SERVICES AGREEMENT" against "services agreement"
+    res = CliRunner().invoke(cli, base + ["--evidence", "1"])
+    assert res.output == f"{doc}\tservices\t{rec['score']:.3f}\tl.1\n"
+    # an inventory does not read the title
+    res = CliRunner().invoke(cli, base + ["--multi", "--json"])
+    assert all(e["text"] != "SERVICES AGREEMENT" for x in json.loads(res.output)[0]["labels"] for e in x["evidence"])
+    assert C.classify(Document(str(doc), text, "text"), labels, engine=engine).best.label == "services"
+
+
+def test_no_title_scores_the_whole_document_as_before(files, tiny_model_dir):
+    from longdoc.tasks.ask import Engine
+
+    engine = Engine(model=str(tiny_model_dir), use_cache=False)
+    doc = engine.load(files[1])  # LEASE: no "... Agreement" in it
+    assert C.find_title(doc.text) is None
+    labels = C.parse_labels("lease,employment")
+    p = engine.passages(doc)
+    raw = C.zero_shot_scores(p.vectors, p.spans, engine.question_vectors(["lease", "employment"]), "single")[0]
+    r = C.classify(doc, labels, engine=engine)
+    np.testing.assert_allclose([s.score for s in r.labels], C._softmax(raw / C.SINGLE_TEMPERATURE), rtol=1e-5)
+
+
 def test_head_round_trips_through_safetensors(tmp_path):
     rng = np.random.default_rng(1)
     X = np.concatenate([rng.normal(1, 0.3, (6, 4)), rng.normal(-1, 0.3, (6, 4))]).astype(np.float32)

@@ -51,7 +51,8 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
         model, window, no_cache):
     """Label each FILE (PDF, text or Markdown; '-' for stdin) from label descriptions, zero-shot, or
     with a head trained by `longdoc classify train`; show the calibrated score and the passages
-    (page/line) that drove it.
+    (page/line) that drove it. Choosing one label zero-shot, a title that names the document's kind
+    in its opening ("DISTRIBUTOR AGREEMENT") counts too, and is shown first when it names the label.
 
     `longdoc classify train DIR --out HEAD` trains a head instead (see `longdoc classify train
     --help`); a FILE named train is therefore given as ./train.

@@ -4,9 +4,12 @@ Zero-shot: each label's description is embedded like a question; a document is s
 through its segment vectors (the whole document through the long-context encoder, mean-pooled per
 segment, ``Engine.passages``) and its document vector (the normalised mean of the segment vectors).
 
-- ``mode="single"`` (a document is one of the labels, e.g. a contract type): the score of label l is
-  ``cos(doc, l)`` plus the mean of its ``TOP_SEGMENTS`` best segment cosines; a softmax with
-  temperature ``SINGLE_TEMPERATURE`` turns scores into probabilities that sum to one.
+- ``mode="single"`` (a document is one of the labels, e.g. a contract type): the whole-document score
+  of label l is ``cos(doc, l)`` plus the mean of its ``TOP_SEGMENTS`` best segment cosines; a softmax
+  with temperature ``SINGLE_TEMPERATURE`` turns scores into probabilities that sum to one. A document
+  that names its kind in its title ("DISTRIBUTOR AGREEMENT", "Outsourcing Contract": ``find_title``)
+  adds ``TITLE_WEIGHT`` times the cosine between that title and "<label name> <kind>" (both embedded
+  alone, like questions), and the sum goes through the softmax at ``TITLE_TEMPERATURE``.
 - ``mode="multi"`` (which labels occur, e.g. CUAD's clause categories): each label's best segment
   cosine, centred on that label's median over the document's segments (so a description that
   resembles every clause does not fire everywhere), through a logistic ``MULTI_SLOPE`` /
@@ -17,12 +20,15 @@ labelled examples), saved as safetensors (weights + labels in the metadata, neve
 ``classify(..., head=...)`` uses it. With ``mode="multi"`` a label's probability is the head's
 highest for it on the whole document or on any one segment (a softmax gives at most one label 0.5
 or more per vector, so the document vector alone can never name two); present at 0.5 or more.
-Evidence: the segments that contribute most to the label.
+
+Evidence: the segments that contribute most to the label; zero-shot in mode "single", first the
+title when it names the chosen label best (so a title that decided is shown).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,16 @@ TOP_SEGMENTS = 3
 SINGLE_TEMPERATURE = 0.1
 MULTI_SLOPE = 11.7
 MULTI_OFFSET = 0.2655
+# The title's part of a single-label score (a document whose opening names its kind): score(l) =
+# whole-document score + TITLE_WEIGHT * cos(title, "<l> <kind>"), probability = softmax(score /
+# TITLE_TEMPERATURE). Both from one fit, a conditional logit on the two scores (2 parameters, L2 1e-3),
+# on the 79 CUAD dev contracts that have such a title; python -m longdoc.eval.classify prints the fit
+# and the accuracy with the weights refitted 5-fold by contract. Measured 2026-11-23 (docs/
+# classify_xref.md): logit weights 3.05 (document) and 29.2 (title), so 29.2 / 3.05 and 1 / 3.05.
+# Dev accuracy is 0.950 at this weight and at any from 10 to 50, 0.938 at 5, 0.888 at 2.
+TITLE_WEIGHT = 9.57
+TITLE_TEMPERATURE = 0.328
+TITLE_CHARS = 3000  # the opening searched for the title: about a contract's first page (~500 words)
 EVIDENCE = 3
 PRESENT = 0.5  # mode "multi": a label is present at this probability or more
 
@@ -176,6 +192,89 @@ def _unique(labels: list[Label]) -> list[Label]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Title: where a contract says what kind it is
+
+
+@dataclass(frozen=True)
+class Title:
+    """The phrase in a document's opening that names its kind: "RESELLER AGREEMENT"."""
+
+    start: int
+    end: int
+    text: str  # whitespace collapsed
+    kind: str  # the noun that names the document's kind, lower case: "agreement" or "contract"
+
+
+_KIND = re.compile(r"(AGREEMENT|Agreement|CONTRACT|Contract)[Ss]?")
+_TITLE_WORD = re.compile(r"[A-Z][\w&'’-]*,?")  # a capitalised word, perhaps ending a list item
+_CONNECTIVES = frozenset({"and", "&", "of", "for", "to", "the", "on"})  # may stand lower case in a title
+_AFTER_KIND = frozenset({"for", "of", "on", "regarding"})  # "AGREEMENT FOR THE SUPPLY OF GOODS"
+# Words that do not say which kind: a phrase of these alone ("This Agreement") is not a title.
+_NOT_KIND = _CONNECTIVES | {"this", "that", "such", "said", "a", "an", "regarding", "agreement", "agreements",
+                            "contract", "contracts"}
+TITLE_MAX_WORDS = 8  # words before the kind noun: "AMENDED AND RESTATED STRATEGIC LICENSING, DISTRIBUTION ..."
+
+
+def _title_word(w: str) -> bool:
+    return bool(_TITLE_WORD.fullmatch(w)) or w.lower() in _CONNECTIVES
+
+
+def _names_a_kind(words: list[str]) -> bool:
+    return any(w.rstrip(",").lower() not in _NOT_KIND for w in words)
+
+
+def find_title(text: str, limit: int = TITLE_CHARS) -> Title | None:
+    """The first phrase of capitalised words ending in Agreement or Contract (or opening with it and
+    going on with "for", "of", "on" or "regarding") in the first ``limit`` characters that holds a word
+    other than "this", "the" and the like; None when there is none. A title may wrap onto a second
+    line, never across a blank line or a sentence end."""
+    opening = text[:limit]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", opening)]
+    words = [opening[a:b] for a, b in spans]
+
+    def joined(a: int) -> bool:  # words a and a + 1 can sit in one title
+        return opening.count("\n", spans[a][1], spans[a + 1][0]) <= 1
+
+    for i, w in enumerate(words):
+        kind = _KIND.fullmatch(w.rstrip(",.;:)\"'”"))
+        if not kind:
+            continue
+        end = spans[i][0] + len(kind.group(0))
+        j = i  # walk back over the title's words
+        while j > 0 and i - j < TITLE_MAX_WORDS and joined(j - 1) and _title_word(words[j - 1]):
+            j -= 1
+        while j < i and words[j].lower() in _NOT_KIND:
+            j += 1  # "This RESELLER AGREEMENT" -> "RESELLER AGREEMENT"
+        if not _names_a_kind(words[j:i]):
+            j, tail = i, []  # or the kind comes first: "AGREEMENT FOR THE SUPPLY OF GOODS"
+            if i + 1 < len(words) and joined(i) and words[i + 1].lower() in _AFTER_KIND:
+                for k in range(i + 2, min(len(words), i + 2 + TITLE_MAX_WORDS)):
+                    core = words[k].rstrip(".;:")
+                    if not joined(k - 1) or not _title_word(core):
+                        break
+                    tail.append((core.rstrip(","), spans[k][0] + len(core.rstrip(","))))
+                    if core != words[k]:
+                        break  # a sentence or clause ends with this word
+            while tail and tail[-1][0].lower() in _NOT_KIND:
+                tail.pop()  # "... SUPPLY OF goods" ends at SUPPLY
+            if not _names_a_kind([t for t, _ in tail]):
+                continue
+            end = tail[-1][1]
+        start = spans[j][0]
+        return Title(start, end, " ".join(opening[start:end].split()), kind.group(1).lower())
+    return None
+
+
+def title_similarities(engine, title: Title, labels: list[Label]) -> np.ndarray:
+    """(L,) cosine between the title and each label named as the title names its kind ("Distributor
+    agreement"), both embedded alone, as questions are."""
+    named = [lab.name if title.kind in re.findall(r"\w+", lab.name.lower()) else f"{lab.name} {title.kind}"
+             for lab in labels]
+    vecs = engine.question_vectors([title.text] + named)
+    return vecs[1:] @ vecs[0]
+
+
+# ---------------------------------------------------------------------------------------------
 # Scoring
 
 
@@ -198,15 +297,20 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def zero_shot_scores(seg_vecs: np.ndarray, spans, label_vecs: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """(raw scores (L,), calibrated probabilities (L,)) from segment and label vectors."""
+def zero_shot_scores(seg_vecs: np.ndarray, spans, label_vecs: np.ndarray, mode: str,
+                     title_sims: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(raw scores (L,), calibrated probabilities (L,)) from segment and label vectors, and in mode
+    "single" the title's similarity to each label (``title_similarities``) when the document has one."""
     sims = np.asarray(label_vecs, np.float32) @ np.asarray(seg_vecs, np.float32).T  # (L, S)
     if mode == "single":
         doc = document_vector(seg_vecs, spans)
         k = min(TOP_SEGMENTS, sims.shape[1])
         top = -np.sort(-sims, axis=1)[:, :k].mean(1)
         raw = np.asarray(label_vecs, np.float32) @ doc + top
-        return raw, _softmax(raw / SINGLE_TEMPERATURE)
+        if title_sims is None:
+            return raw, _softmax(raw / SINGLE_TEMPERATURE)
+        raw = raw + TITLE_WEIGHT * np.asarray(title_sims, np.float32)
+        return raw, _softmax(raw / TITLE_TEMPERATURE)
     raw = sims.max(1) - np.median(sims, axis=1)
     return raw, _sigmoid(MULTI_SLOPE * (raw - MULTI_OFFSET))
 
@@ -254,15 +358,28 @@ def classify(doc, labels: list[Label] | None = None, *, engine, mode: str = "sin
                for i, name in enumerate(head.labels)]
         return Classification(doc.path, mode, out)
     label_vecs = engine.question_vectors([lab.query for lab in labels])
-    raw, probs = zero_shot_scores(seg, passages.spans, label_vecs, mode)
+    title = find_title(doc.text) if mode == "single" else None
+    title_sims = title_similarities(engine, title, labels) if title is not None else None
+    raw, probs = zero_shot_scores(seg, passages.spans, label_vecs, mode, title_sims)
     sims = label_vecs @ seg.T
     if mode == "single":
         best = int(np.argmax(probs))
         present = [i == best for i in range(len(labels))]
     else:
         present = [bool(p >= PRESENT) for p in probs]
-    out = [LabelScore(lab.name, float(probs[i]), float(raw[i]), present[i],
-                      _evidence(doc, passages, lab.name, sims[i], evidence) if present[i] else [])
+
+    def shown(i: int, name: str) -> list[Evidence]:
+        if not present[i]:
+            return []
+        if title_sims is not None and evidence > 0 and int(np.argmax(title_sims)) == i:
+            # The title names this label best: it is the first evidence, then the passages.
+            first = Evidence(name, title.start, title.end, doc.page_of(title.start), doc.line_of(title.start),
+                             doc.line_of(title.end - 1), round(float(title_sims[i]), 4),
+                             doc.text[title.start:title.end])
+            return [first] + _evidence(doc, passages, name, sims[i], evidence - 1)
+        return _evidence(doc, passages, name, sims[i], evidence)
+
+    out = [LabelScore(lab.name, float(probs[i]), float(raw[i]), present[i], shown(i, lab.name))
            for i, lab in enumerate(labels)]
     return Classification(doc.path, mode, out)
 
