@@ -8,7 +8,9 @@ becomes LF, so a form feed in the Document always means a page break.
 Failures become one-line ``LongdocError``s naming the reason: encrypted without (or with a wrong)
 password, no text layer (scanned; no OCR is done), a broken file, or the per-file time limit. Pages
 whose extracted text looks garbled (``garbled``) are named in a warning: pypdf returns mojibake, not an
-error, for a CJK font it cannot map to Unicode, and one letter per line for vertically set text.
+error, for a CJK font it cannot map to Unicode, and one letter per line for vertically set text. So
+are pages whose right-to-left words came out in visual order (``rtl``; checked only on pages that hold
+Hebrew, Arabic or another right-to-left script, against a second, layout-mode extraction).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import time
 import unicodedata
 
 from ..errors import LongdocError
+from . import rtl
 
 PAGE_SEPARATOR = "\n\f\n"
 
@@ -239,16 +242,35 @@ def open_pdf(data, name: str, *, password: str | None, timeout: float | None):
     return reader
 
 
+def _layout_text(page, timeout: float | None) -> str | None:
+    """pypdf's layout-mode text of ``page`` (each line's text groups placed by x), the reference of
+    ``rtl.visually_ordered``; None when it fails or overruns ``timeout``: the page keeps its text, the
+    check is skipped."""
+    started = time.monotonic()
+    try:
+        with _quiet_pypdf(), _deadline(timeout):
+            layout = page.extract_text(extraction_mode="layout")
+    except _Timeout:
+        return None
+    except Exception:  # noqa: BLE001  (a second reading of a page that already gave its text)
+        return None
+    if timeout and time.monotonic() - started > timeout:  # off the main thread: no alarm
+        return None
+    return layout
+
+
 def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] | None = None):
     """The text of each page in order, extracted one page at a time (each under its own ``timeout``),
     so the caller need not hold them all. At the end: a ``LongdocError`` when no page had text, and the
-    pages that failed, were empty or look garbled appended to ``warnings`` (one line each)."""
+    pages that failed, were empty, look garbled or hold right-to-left text in visual order appended to
+    ``warnings`` (one line each)."""
     from pypdf.errors import FileNotDecryptedError
 
     n = len(reader.pages)
     failed: list[int] = []
     empty: list[int] = []
     bad: list[int] = []
+    visual: list[int] = []
     for i in range(n):
         with _pdf_errors(name, timeout):
             try:
@@ -262,6 +284,10 @@ def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] 
             empty.append(i + 1)
         elif garbled(text):
             bad.append(i + 1)
+        elif rtl.has_rtl(text):
+            layout = _layout_text(reader.pages[i], timeout)
+            if layout is not None and rtl.visually_ordered(text, layout):
+                visual.append(i + 1)
         yield text
     if len(failed) + len(empty) == n:
         if failed:
@@ -278,6 +304,10 @@ def iter_pages(reader, name: str, *, timeout: float | None, warnings: list[str] 
             warnings.append(f"the text of {_pages(bad)} looks garbled (characters that are not text, or one "
                             f"letter per line or word: a font without a Unicode map, vertical or letter-spaced "
                             f"text); answers from {it} may be unreliable")
+        if visual:
+            it = "it" if len(visual) == 1 else "them"
+            warnings.append(f"the right-to-left text of {_pages(visual)} looks visually ordered (its words left "
+                            f"to right, the reverse of reading order); answers from {it} may be unreliable")
 
 
 def read_pdf(data: bytes, name: str, *, password: str | None, timeout: float | None):
