@@ -45,9 +45,6 @@ def main(argv=None):
                    help="with --bwd: ';'-separated dK/dV kv_n,kv_m,warps,stages to time (default: a fixed set)")
     p.add_argument("--dq-configs", default="",
                    help="with --bwd: ';'-separated dQ dq_m,dq_n,warps,stages to time (default: a fixed set)")
-    p.add_argument("--bwd-paths", default="auto",
-                   help="with --bwd: ','-separated backward paths to time each tile set on: auto, split (dQ and "
-                        "dK/dV kernels), fused (the one-pass kernel)")
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--if-mask", action="store_true", help="also time each config as one loop, edges masked by a branch")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
@@ -127,21 +124,18 @@ def main(argv=None):
         if not (a.kv_configs or a.dq_configs):
             sets.append(dict(default, kv_n=64, kv_m=32, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4,
                              dq_stages=2))
-        paths = {"auto": None, "split": False, "fused": True}
-        for t, path in itertools.product(sets, a.bwd_paths.split(",")):
+        for t in sets:
             ta._blocks = lambda *_, t=t: t  # noqa: E731
-            ta._FUSED_BWD = paths[path]
             try:
                 ms = do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
                               warmup=20, rep=100, return_mode="median")
             except Exception as e:
-                print(f"bwd {path} {t} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                print(f"bwd {t} failed: {type(e).__name__}", flush=True)
                 continue
-            print(f"bwd {path} kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']},{t['kv_stages']}) "
+            print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']},{t['kv_stages']}) "
                   f"dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']},{t['dq_stages']}) "
                   f"{ms:.3f} ms {f_bwd / ms / 1e9:.0f} TFLOP/s", flush=True)
         ta._blocks = base
-        ta._FUSED_BWD = None
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -347,36 +347,11 @@ def _fwd_global_merge_kernel(PO, PL, GPOS, Out, Lse, n_chunks,
 
 
 @triton.jit(do_not_specialize=["N"])
-def _bwd_rows_prep_kernel(O, DO, LSE, Delta, LSE2, stride_ob, stride_oh, stride_om, stride_db, stride_dh, stride_dm,
-                          H, N, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Before the one-pass band backward: every row's delta = rowsum(dO * O) (fp32) and its LSE in
-    log2 units, +inf for rows that saw no key (their probabilities are then exactly 0). The split
-    backward's dQ kernel makes these itself; the one-pass kernel reaches each row from several
-    programs, so they are made once here."""
-    pid_m = tl.program_id(0)
-    pid_z = tl.program_id(1)
-    b = (pid_z // H).to(tl.int64)
-    h = (pid_z % H).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    m_in = offs_m < N
-    rows = offs_m.to(tl.int64)[:, None]
-    o = tl.load(O + b * stride_ob + h * stride_oh + rows * stride_om + offs_d[None, :], mask=m_in[:, None], other=0.0)
-    do = tl.load(DO + b * stride_db + h * stride_dh + rows * stride_dm + offs_d[None, :], mask=m_in[:, None],
-                 other=0.0)
-    row = pid_z.to(tl.int64) * N + offs_m
-    tl.store(Delta + row, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=m_in)
-    lse = tl.load(LSE + row, mask=m_in, other=0.0)
-    tl.store(LSE2 + row, tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634), mask=m_in)
-
-
-@triton.jit(do_not_specialize=["N"])
-def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSEG2, DeltaG, DOG, LSE2, stride_pb, stride_db, stride_dh,
-                            stride_dm, H, N, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr, MARK: tl.constexpr):
-    """One (batch, head), after the row statistics exist: the global rows' log2 LSE (+inf on unused
-    slots), delta and dO gathered into compact (G_PAD,) / (G_PAD, D) rows. ``MARK``: also set the
-    global rows' band LSE2 to +inf (their gradient flows only through the global pass); the split
-    backward's dQ kernel has done that already."""
+def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSEG2, DeltaG, DOG, stride_pb, stride_db, stride_dh,
+                            stride_dm, H, N, HEAD_DIM: tl.constexpr, G_PAD: tl.constexpr):
+    """One (batch, head), after the dQ kernel (which already gave the global rows a band LSE of +inf:
+    their gradient flows only through the global pass): the global rows' log2 LSE (+inf on unused
+    slots), delta and dO gathered into compact (G_PAD,) / (G_PAD, D) rows."""
     pid_z = tl.program_id(0)
     b = (pid_z // H).to(tl.int64)
     h = (pid_z % H).to(tl.int64)
@@ -393,8 +368,6 @@ def _bwd_global_prep_kernel(GPOS, LSE, Delta, DO, LSEG2, DeltaG, DOG, LSE2, stri
     dog = tl.load(DO + b * stride_db + h * stride_dh + rows[:, None] * stride_dm + offs_d[None, :], mask=ok[:, None],
                   other=0.0)
     tl.store(DOG + slot[:, None] * HEAD_DIM + offs_d[None, :], dog)
-    if MARK:
-        tl.store(LSE2 + row, tl.full([G_PAD], float("inf"), tl.float32), mask=ok)
 
 
 @triton.jit
@@ -645,222 +618,6 @@ def _bwd_dq_band_kernel(Q, K, V, DO, KPM, KG, VG, GPOS, O, LSE, LSE2, Delta, DQ,
     tl.store(LSE2 + stat, lse2, mask=q_in)
     out_rows = (bh * N + r64 + rows * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DQ + out_rows, (dq * sm_scale).to(DQ.dtype.element_ty), mask=q_in[:, None])
-
-
-@triton.jit
-def _bwd_fused_inner(dk, dv, dkg, dvg, k, v, kbias, k_idx, q_base, do_base, lse2_base, delta_base, dqa_base, dq_base,
-                     sq, sdo, stride_lm, sdq, n_r, window, qk_scale, sm_scale, blk_lo, blk_hi, row0,
-                     t_new, t_done, seen_lo, seen_hi, fin_lo, fin_hi, kgt, vgt, g_pos, r,
-                     DIL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr,
-                     HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, G_TILE: tl.constexpr, PART_KV: tl.constexpr):
-    """One key block against query blocks ``blk_lo <= t < blk_hi``: dK, dV as ``_bwd_dkdv_inner`` does, and
-    the rows' dQ share (dS K) added into their fp32 accumulator rows ``dqa_base``.
-
-    A row block's accumulator is loaded only if someone already wrote it: this program (``t < t_new``)
-    or the other phase's neighbouring stripe (rows below ``seen_lo`` or from ``seen_hi`` on); otherwise
-    this is its first contribution and nothing is read. The block is complete in this program when
-    no later key block of the stripe reaches it (``t < t_done``); it is final when, besides, no other
-    stripe still has to add to it (first row in [fin_lo, fin_hi)). A final block gets the global
-    tile's share (``G_TILE``) and is written scaled to dQ; any other goes back to its accumulator.
-    """
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    for t in range(blk_lo, blk_hi):
-        first = row0 + t * BLOCK_M
-        q_idx = first + offs_m
-        rows = q_idx.to(tl.int64)
-        seen = (t < t_new) | (first < seen_lo) | (first >= seen_hi)
-        acc_ptrs = dqa_base + rows[:, None] * sdq + offs_d[None, :]
-        if MASKED:
-            q_in = (q_idx >= 0) & (q_idx < n_r)
-            q = tl.load(q_base + rows[:, None] * sq + offs_d[None, :], mask=q_in[:, None], other=0.0)
-            do = tl.load(do_base + rows[:, None] * sdo + offs_d[None, :], mask=q_in[:, None], other=0.0)
-            lse2 = tl.load(lse2_base + rows * stride_lm, mask=q_in, other=float("inf"))
-            delta = tl.load(delta_base + rows * stride_lm, mask=q_in, other=0.0)
-            acc = tl.load(acc_ptrs, mask=(q_in & seen)[:, None], other=0.0, cache_modifier=".cg")
-        else:
-            q_in = offs_m < BLOCK_M
-            q = tl.load(q_base + rows[:, None] * sq + offs_d[None, :])
-            do = tl.load(do_base + rows[:, None] * sdo + offs_d[None, :])
-            lse2 = tl.load(lse2_base + rows * stride_lm)
-            delta = tl.load(delta_base + rows * stride_lm)
-            acc = tl.load(acc_ptrs, mask=(q_in & seen)[:, None], other=0.0, cache_modifier=".cg")
-        qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # (BLOCK_N, BLOCK_M), unscaled
-        if HAS_KPM:
-            qkT += kbias[:, None]
-        pT = tl.math.exp2(qkT * qk_scale - lse2[None, :])
-        if MASKED:
-            rel = k_idx[:, None] - q_idx[None, :]
-            pT = tl.where((rel <= window) & (rel >= -window), pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
-        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        dsT = (pT * (dpT - delta[None, :])).to(q.dtype)
-        dk = tl.dot(dsT, q, dk, input_precision=DOT_PREC)
-        acc = tl.dot(tl.trans(dsT), k, acc, input_precision=DOT_PREC)  # keys past the end load as 0
-        if (t < t_done) & (first >= fin_lo) & (first < fin_hi):
-            if G_TILE > 0:  # the compact tile of global keys, as the dQ kernel adds it
-                qk = tl.dot(q, kgt, input_precision=DOT_PREC) * qk_scale
-                ok = (g_pos[None, :] >= 0) & ~_global_in_band(r + DIL * q_idx, g_pos, window, DIL)
-                p = tl.where(ok, tl.math.exp2(qk - lse2[:, None]), 0.0)
-                dp = tl.dot(do, vgt, input_precision=DOT_PREC)
-                ds = p * (dp - delta[:, None])
-                acc = tl.dot(ds.to(kgt.dtype), tl.trans(kgt), acc, input_precision=DOT_PREC)
-                if PART_KV:  # rows past the end have p = 0 (LSE +inf)
-                    dvg = tl.dot(tl.trans(p.to(do.dtype)), do, dvg, input_precision=DOT_PREC)
-                    dkg = tl.dot(tl.trans(ds.to(q.dtype)), q, dkg, input_precision=DOT_PREC)
-            tl.store(dq_base + rows[:, None] * sdq + offs_d[None, :], (acc * sm_scale).to(dq_base.dtype.element_ty),
-                     mask=q_in[:, None])
-        else:
-            tl.store(acc_ptrs, acc, mask=q_in[:, None])
-    return dk, dv, dkg, dvg
-
-
-@triton.jit(do_not_specialize=["N", "window", "phase", "n_str", "SB"])
-def _bwd_fused_band_kernel(Q, K, V, DO, KPM, LSE2, Delta, DK, DV, DQ, DQA, QG, DOG, LSEG2, DeltaG, PDQ,
-                           KG, VG, GPOS, PDK, PDV,
-                           stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
-                           stride_vb, stride_vh, stride_vn, stride_db, stride_dh, stride_dm,
-                           stride_mb, stride_gb, stride_gh, stride_gm, stride_pb,
-                           H, N, window, qk_scale, sm_scale, phase, n_str, SB, DIL: tl.constexpr,
-                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, G_PAD: tl.constexpr,
-                           PART_DQ: tl.constexpr, G_TILE: tl.constexpr, PART_KV: tl.constexpr,
-                           G_ACC: tl.constexpr):
-    """The whole band backward in one pass: dK, dV and dQ. One program walks a stripe of ``SB``
-    consecutive key blocks of one (batch, head, residue); each key block is ``_bwd_dkdv_band_kernel``'s
-    (its query blocks, then the global rows when ``G_PAD`` > 0), and the rows' dQ is summed in fp32
-    rows ``DQA`` that this program owns while it walks, with no atomics.
-
-    Rows near a stripe's two ends are reached by the neighbouring stripe too. Stripes are at least
-    as long as that overlap, so a row is reached by at most two stripes, one even and one odd: even
-    stripes run first (``phase`` 0) and leave their overlap rows in ``DQA``; odd stripes (``phase`` 1)
-    add to them and write every row they reach. Each row of dQ is written once, in a fixed order:
-    deterministic. ``G_TILE``: the compact tile's share of dQ, added when a row block is written, with
-    (``PART_KV``) the tile's dK/dV from those rows as one (G_TILE, D) partial per stripe in ``PDK``,
-    ``PDV`` (chunk (b*H + h)*DIL*n_str + r*n_str + s); ``G_ACC`` is G_TILE, or 16 when there is no tile.
-    """
-    s = 2 * tl.program_id(0) + phase
-    pid_z = tl.program_id(1)
-    r = pid_z % DIL
-    h = (pid_z // DIL) % H
-    b = pid_z // (DIL * H)
-    n_r = (N - r + DIL - 1) // DIL
-    n_kblk = tl.cdiv((N + DIL - 1) // DIL, BLOCK_N)  # residue 0's count, for every residue: one stripe layout
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    r64 = r.to(tl.int64)
-    bh = b64 * H + h64
-    q_base = Q + b64 * stride_qb + h64 * stride_qh + r64 * stride_qm
-    k_base = K + b64 * stride_kb + h64 * stride_kh + r64 * stride_kn
-    v_base = V + b64 * stride_vb + h64 * stride_vh + r64 * stride_vn
-    do_base = DO + b64 * stride_db + h64 * stride_dh + r64 * stride_dm
-    row_base = bh * N + r64  # into LSE2 / Delta, and (times HEAD_DIM) into DQ / DQA
-    lse_base = LSE2 + row_base
-    delta_base = Delta + row_base
-    dqa_base = DQA + row_base * HEAD_DIM
-    dq_base = DQ + row_base * HEAD_DIM
-    sq = stride_qm * DIL
-    sdo = stride_dm * DIL
-    sdq = HEAD_DIM * DIL
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
-
-    # Rows of key block j run from j*BLOCK_N - w over n_blk query blocks; consecutive key blocks
-    # overlap in all but their last BLOCK_N rows, so ``halo`` rows reach past a stripe's last key block.
-    n_blk = (BLOCK_N + 2 * window + BLOCK_M - 1) // BLOCK_M
-    halo = n_blk * BLOCK_M - BLOCK_N
-    j0 = s * SB
-    j1 = tl.minimum(j0 + SB, n_kblk)
-    big = 1 << 30
-    start = j0 * BLOCK_N - window  # first row this stripe reaches; the next stripe's is start + SB*BLOCK_N
-    even = phase == 0
-    has_next = s + 1 < n_str
-    # even stripes write only the rows no odd neighbour reaches; odd ones find both ends begun
-    seen_lo = tl.where(even, -big, start + halo)
-    seen_hi = tl.where(even | ~has_next, big, start + SB * BLOCK_N)
-    fin_lo = tl.where(even & (s > 0), start + halo, -big)
-    fin_hi = tl.where(even & has_next, start + SB * BLOCK_N, big)
-
-    offs_t = tl.arange(0, G_ACC)
-    if G_TILE > 0:
-        g_pos = tl.load(GPOS + b64 * stride_pb + offs_t)
-        g_base = b64 * stride_gb + h64 * stride_gh
-        kgt = tl.load(KG + g_base + offs_t[None, :] * stride_gm + offs_d[:, None])  # (D, G_TILE)
-        vgt = tl.load(VG + g_base + offs_t[None, :] * stride_gm + offs_d[:, None])
-    else:  # unused
-        g_pos = offs_t
-        kgt = tl.zeros([HEAD_DIM, G_ACC], dtype=tl.float32)
-        vgt = kgt
-    dkg = tl.zeros([G_ACC, HEAD_DIM], dtype=tl.float32)
-    dvg = tl.zeros([G_ACC, HEAD_DIM], dtype=tl.float32)
-
-    for j in range(j0, j1):
-        n0 = j * BLOCK_N
-        k_idx = n0 + offs_n
-        k_in = k_idx < n_r
-        k = tl.load(k_base + k_idx.to(tl.int64)[:, None] * (stride_kn * DIL) + offs_d[None, :], mask=k_in[:, None],
-                    other=0.0)
-        v = tl.load(v_base + k_idx.to(tl.int64)[:, None] * (stride_vn * DIL) + offs_d[None, :], mask=k_in[:, None],
-                    other=0.0)
-        kbias = tl.zeros([BLOCK_N], dtype=tl.float32)
-        if HAS_KPM:
-            kbias = _pad_bias(tl.load(KPM + b64 * stride_mb + r64 + k_idx.to(tl.int64) * DIL, mask=k_in, other=1))
-        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-        t_new = tl.where(j == j0, 0, n_blk - BLOCK_N // BLOCK_M)
-        t_done = tl.where(j == j1 - 1, n_blk, BLOCK_N // BLOCK_M)
-        # the previous key block's accumulator stores must be visible to every thread of this program
-        tl.debug_barrier()
-        n_blk_, row0, t_lo, t_hi, boundary = _band_split(n0, n_r, window, BLOCK_N, BLOCK_M)
-        if boundary:
-            dk, dv, dkg, dvg = _bwd_fused_inner(
-                dk, dv, dkg, dvg, k, v, kbias, k_idx, q_base, do_base, lse_base, delta_base, dqa_base, dq_base,
-                sq, sdo, DIL, sdq, n_r, window, qk_scale, sm_scale, 0, n_blk, row0, t_new, t_done,
-                seen_lo, seen_hi, fin_lo, fin_hi, kgt, vgt, g_pos, r,
-                DIL, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC, G_TILE, PART_KV)
-        else:
-            dk, dv, dkg, dvg = _bwd_fused_inner(
-                dk, dv, dkg, dvg, k, v, kbias, k_idx, q_base, do_base, lse_base, delta_base, dqa_base, dq_base,
-                sq, sdo, DIL, sdq, n_r, window, qk_scale, sm_scale, 0, t_lo, row0, t_new, t_done,
-                seen_lo, seen_hi, fin_lo, fin_hi, kgt, vgt, g_pos, r,
-                DIL, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC, G_TILE, PART_KV)
-            dk, dv, dkg, dvg = _bwd_fused_inner(
-                dk, dv, dkg, dvg, k, v, kbias, k_idx, q_base, do_base, lse_base, delta_base, dqa_base, dq_base,
-                sq, sdo, DIL, sdq, n_r, window, qk_scale, sm_scale, t_lo, t_hi, row0, t_new, t_done,
-                seen_lo, seen_hi, fin_lo, fin_hi, kgt, vgt, g_pos, r,
-                DIL, HEAD_DIM, BLOCK_M, False, HAS_KPM, DOT_PREC, G_TILE, PART_KV)
-            dk, dv, dkg, dvg = _bwd_fused_inner(
-                dk, dv, dkg, dvg, k, v, kbias, k_idx, q_base, do_base, lse_base, delta_base, dqa_base, dq_base,
-                sq, sdo, DIL, sdq, n_r, window, qk_scale, sm_scale, t_hi, n_blk, row0, t_new, t_done,
-                seen_lo, seen_hi, fin_lo, fin_hi, kgt, vgt, g_pos, r,
-                DIL, HEAD_DIM, BLOCK_M, True, HAS_KPM, DOT_PREC, G_TILE, PART_KV)
-        if G_PAD > 0:  # the global rows: no band, every key (as in _bwd_dkdv_band_kernel)
-            offs_g = tl.arange(0, G_PAD)
-            gsl = bh * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :]
-            qg = tl.load(QG + gsl)
-            dog = tl.load(DOG + gsl)
-            lse_g = tl.load(LSEG2 + bh * G_PAD + offs_g)
-            delta_g = tl.load(DeltaG + bh * G_PAD + offs_g)
-            qkT = tl.dot(k, tl.trans(qg), input_precision=DOT_PREC)
-            if HAS_KPM:
-                qkT += kbias[:, None]
-            pT = tl.math.exp2(qkT * qk_scale - lse_g[None, :])
-            dv = tl.dot(pT.to(dog.dtype), dog, dv, input_precision=DOT_PREC)
-            dpT = tl.dot(v, tl.trans(dog), input_precision=DOT_PREC)
-            dsT = pT * (dpT - delta_g[None, :])
-            dk = tl.dot(dsT.to(qg.dtype), qg, dk, input_precision=DOT_PREC)
-            if PART_DQ:
-                dqg = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=DOT_PREC)
-                chunk = (bh * DIL + r64) * n_kblk + j
-                tl.store(PDQ + chunk * (G_PAD * HEAD_DIM) + offs_g[:, None] * HEAD_DIM + offs_d[None, :], dqg)
-        out_rows = (row_base + k_idx.to(tl.int64) * DIL)[:, None] * HEAD_DIM + offs_d[None, :]
-        tl.store(DK + out_rows, (dk * sm_scale).to(DK.dtype.element_ty), mask=k_in[:, None])
-        tl.store(DV + out_rows, dv.to(DV.dtype.element_ty), mask=k_in[:, None])
-    if PART_KV:
-        chunk = (bh * DIL + r64) * n_str + s
-        part = chunk * (G_ACC * HEAD_DIM) + offs_t[:, None] * HEAD_DIM + offs_d[None, :]
-        tl.store(PDK + part, dkg)
-        tl.store(PDV + part, dvg)
 
 
 @triton.jit(do_not_specialize=["N", "window", "chunk"])
@@ -1226,32 +983,6 @@ _PART_MAX_GPAD, _PART_MAX_N = 16, 1 << 18
 _FOLD_FAN, _FOLD_MAX = (2, 3) if _INTERPRET else (32, 32)
 
 
-_FUSED_BWD = None  # None: _stripe_blocks decides; True / False: the one-pass backward always / never
-
-
-def _stripe_blocks(n_kblk: int, window: int, block_n: int, block_m: int, n_z: int, device) -> int:
-    """Key blocks per stripe of the one-pass backward (``_bwd_fused_band_kernel``), or 0 for the split
-    dQ and dK/dV kernels.
-
-    A stripe must be at least as long as the overlap of its rows with the next stripe's (``halo``),
-    so that no row is reached by more than two stripes. Each of the two phases should then hold about
-    two programs per SM (the kernel fits two per SM), so stripes are made as long as that allows;
-    when even the shortest stripes leave a phase with fewer programs than SMs (short inputs), the split
-    kernels, with one program per block, fill the GPU better. Under the interpreter: the shortest
-    stripes, so that small test shapes cross many stripe ends."""
-    if _FUSED_BWD is False:
-        return 0
-    n_blk = (block_n + 2 * window + block_m - 1) // block_m
-    sb_min = max(1, -(-(n_blk * block_m - block_n) // block_n))
-    if _INTERPRET:
-        return sb_min
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    sb = max(sb_min, -(-n_kblk // (2 * -(-2 * sms // n_z))))
-    if _FUSED_BWD is None and -(-n_kblk // sb) // 2 * n_z < sms:
-        return 0
-    return sb
-
-
 def _fold(part):
     """Sum (B, H, C, G_PAD, D) fp32 partials over chunks down to at most _FOLD_MAX chunks, about
     _FOLD_FAN per program per level (same layout out)."""
@@ -1366,82 +1097,51 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     prec = _dot_precision(q.dtype)
     t = _blocks(D, q.dtype)
 
-    # Global rows that share k, v add their dK/dV inside the dK/dV band kernel (separate projections
-    # cannot); with a narrow tile that kernel also leaves their dQ as per-block partials, and the dQ
-    # kernel the tile's dK/dV, so no pass re-reads the sequence for them (see _PART_MAX_GPAD).
+    # The dQ kernel runs first: it also makes each row's delta and log2-unit LSE (+inf where a row must
+    # contribute nothing through the band and the tile: rows that saw no key, and global rows, whose
+    # gradient flows only through the global pass), which the kernels after it read.
     lse = lse.contiguous()
     delta = torch.empty(B, H, N, dtype=torch.float32, device=q.device)
     lse2 = torch.empty_like(delta)
+
+    # Global rows that share k, v add their dK/dV inside the dK/dV band kernel (separate projections
+    # cannot); with a narrow tile that kernel also leaves their dQ as per-block partials, and the dQ
+    # kernel the tile's dK/dV, so no pass re-reads the sequence for them (see _PART_MAX_GPAD).
     fuse = g_pad and global_qkv is None
     part_kv = 0 < g_pad <= _PART_MAX_GPAD and N <= _PART_MAX_N
     part_dq = fuse and part_kv
     n_r_max = -(-N // dilation)
     dummy = kpm
-    n_kblk = triton.cdiv(n_r_max, t["kv_n"])
+    n_kblk, n_qblk = triton.cdiv(n_r_max, t["kv_n"]), triton.cdiv(n_r_max, t["dq_m"])
     pdq = q.new_empty(B, H, dilation * n_kblk, g_pad, D, dtype=torch.float32) if part_dq else dummy
-    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
-    sb = _stripe_blocks(n_kblk, window, t["kv_n"], t["kv_m"], B * H * dilation, q.device)
+    pdk, pdv = ((q.new_empty(B, H, dilation * n_qblk, g_pad, D, dtype=torch.float32) for _ in range(2)) if part_kv
+                else (dummy, dummy))
+    _bwd_dq_band_kernel[(n_qblk, B * H * dilation)](
+        q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse, lse2,
+        delta, dq, pdk, pdv,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        kpm.stride(0) if has_kpm else 0,
+        kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
+        gpos.stride(0) if g_pad else 0,
+        H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
+        BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, PART_KV=part_kv,
+        num_warps=t["dq_warps"], num_stages=t["dq_stages"])
     if g_pad:
         lse_g2 = torch.empty(B, H, g_pad, dtype=torch.float32, device=q.device)
         delta_g = torch.empty_like(lse_g2)
         dog = do.new_empty(B, H, g_pad, D)
-    if sb:
-        # One pass: every row's statistics first, then the band's dK, dV and dQ together, even
-        # stripes of key blocks then odd ones (see _bwd_fused_band_kernel)
-        _bwd_rows_prep_kernel[(triton.cdiv(N, 128), B * H)](
-            out, do, lse, delta, lse2, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1),
-            do.stride(2), H, N, HEAD_DIM=D, BLOCK_M=128 if D <= 64 else 64, num_warps=4)
-        if g_pad:
-            _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse_g2, delta_g, dog, lse2, gpos.stride(0),
-                                              do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D,
-                                              G_PAD=g_pad, MARK=True, num_warps=4)
-        n_str = triton.cdiv(n_kblk, sb)
-        pdk, pdv = ((q.new_empty(B, H, dilation * n_str, g_pad, D, dtype=torch.float32) for _ in range(2))
-                    if part_kv else (dummy, dummy))
-        dqa = torch.empty(B, H, N, D, dtype=torch.float32, device=q.device)
-        for phase in (0, 1):
-            programs = (n_str + 1 - phase) // 2
-            if programs == 0:
-                continue
-            _bwd_fused_band_kernel[(programs, B * H * dilation)](
-                q, k, v, do, kpm, lse2, delta, dk, dv, dq, dqa,
-                *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
-                *((kg, vg, gpos) if g_pad else (dummy,) * 3), pdk, pdv, *strides,
-                kpm.stride(0) if has_kpm else 0,
-                kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
-                gpos.stride(0) if g_pad else 0,
-                H, N, window, qk_scale, scale, phase, n_str, sb,
-                DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
-                G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, G_TILE=g_pad, PART_KV=part_kv, G_ACC=g_pad or 16,
-                num_warps=t["kv_warps"], num_stages=t["kv_stages"])
-        del dqa
-    else:
-        # The dQ kernel runs first: it also makes each row's delta and log2-unit LSE (+inf where a row
-        # must contribute nothing through the band and the tile: rows that saw no key, and global rows,
-        # whose gradient flows only through the global pass), which the kernels after it read.
-        n_qblk = triton.cdiv(n_r_max, t["dq_m"])
-        pdk, pdv = ((q.new_empty(B, H, dilation * n_qblk, g_pad, D, dtype=torch.float32) for _ in range(2))
-                    if part_kv else (dummy, dummy))
-        _bwd_dq_band_kernel[(n_qblk, B * H * dilation)](
-            q, k, v, do, kpm, kg if g_pad else dummy, vg if g_pad else dummy, gpos if g_pad else dummy, out, lse,
-            lse2, delta, dq, pdk, pdv, *strides,
-            out.stride(0), out.stride(1), out.stride(2),
-            kpm.stride(0) if has_kpm else 0,
-            kg.stride(0) if g_pad else 0, kg.stride(1) if g_pad else 0, kg.stride(2) if g_pad else 0,
-            gpos.stride(0) if g_pad else 0,
-            H, N, window, qk_scale, scale, DIL=dilation, HEAD_DIM=D, BLOCK_M=t["dq_m"],
-            BLOCK_N=t["dq_n"], G_PAD=g_pad, HAS_KPM=has_kpm, DOT_PREC=prec, PART_KV=part_kv,
-            num_warps=t["dq_warps"], num_stages=t["dq_stages"])
-        if g_pad:
-            _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse_g2, delta_g, dog, lse2, gpos.stride(0),
-                                              do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D,
-                                              G_PAD=g_pad, MARK=False, num_warps=4)
-        _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
-            q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
-            *strides, kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
-            DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
-            G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
+        _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse_g2, delta_g, dog, gpos.stride(0),
+                                          do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
+                                          num_warps=4)
+    _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
+        q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
+        DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
+        G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
 
     if g_pad:
         chunk = _chunk(N, t["glob"])
