@@ -45,6 +45,12 @@ def main(argv=None):
                    help="with --bwd: ';'-separated dK/dV kv_n,kv_m,warps,stages to time (default: a fixed set)")
     p.add_argument("--dq-configs", default="",
                    help="with --bwd: ';'-separated dQ dq_m,dq_n,warps,stages to time (default: a fixed set)")
+    p.add_argument("--bwd-kernels", default="default",
+                   help="with --bwd: ','-separated dK/dV band kernels to time each tile set on: default (what the "
+                        "dispatch picks), triton, hopper (the warp-specialised Gluon kernel on sm_90)")
+    p.add_argument("--hopper-bwd-configs", default="",
+                   help="with --bwd: ';'-separated BLOCK_M,stages,consumers,maxnreg,consumer_regs of the Hopper "
+                        "dK/dV kernel to time (default: TILES_BWD)")
     p.add_argument("--one-loop", action="store_true", help="also time each config with every block masked")
     p.add_argument("--if-mask", action="store_true", help="also time each config as one loop, edges masked by a branch")
     p.add_argument("--profile", action="store_true", help="per-kernel CUDA times of one forward + backward")
@@ -124,18 +130,30 @@ def main(argv=None):
         if not (a.kv_configs or a.dq_configs):
             sets.append(dict(default, kv_n=64, kv_m=32, kv_warps=4, kv_stages=2, dq_m=64, dq_n=32, dq_warps=4,
                              dq_stages=2))
-        for t in sets:
+        runs = []  # (dK/dV kernel, Hopper tiles or None)
+        for kern in a.bwd_kernels.split(","):
+            hop = [None] if kern != "hopper" else (_configs(a.hopper_bwd_configs) or [None])
+            runs += [(kern, c) for c in hop]
+        for t, (kern, hcfg) in itertools.product(sets, runs):
             ta._blocks = lambda *_, t=t: t  # noqa: E731
+            ha.ENABLED_BWD = kern != "triton"
+            ha._TILES_BWD_OVERRIDE = hcfg
+            served = ha.supported_bwd(q, k, v, q, q, q, 1, False, 16 if a.G else 0)
+            if kern == "hopper" and not served:
+                print("bwd hopper: the Hopper dK/dV kernel does not serve this call (GPU, Triton or shape)")
+                continue
+            name = "hopper" + (f" {hcfg}" if hcfg else "") if served else "triton"
             try:
                 ms = do_bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
                               warmup=20, rep=100, return_mode="median")
             except Exception as e:
-                print(f"bwd {t} failed: {type(e).__name__}", flush=True)
+                print(f"bwd {name} {t} failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
                 continue
-            print(f"bwd kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']},{t['kv_stages']}) "
+            print(f"bwd dK/dV {name} kv=({t['kv_n']},{t['kv_m']},{t['kv_warps']},{t['kv_stages']}) "
                   f"dq=({t['dq_m']},{t['dq_n']},{t['dq_warps']},{t['dq_stages']}) "
                   f"{ms:.3f} ms {f_bwd / ms / 1e9:.0f} TFLOP/s", flush=True)
         ta._blocks = base
+        ha.ENABLED_BWD, ha._TILES_BWD_OVERRIDE = True, None
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -275,6 +275,205 @@ if HAVE_GLUON:
                                 (_loader, (largs, HEAD_DIM, BLOCK_N, STAGES, NUM_C))],
                                [4, 4, 4, 1], [CONS_REGS, CONS_REGS, CONS_REGS, 24])
 
+    # ------------------------------------------------------------------------------------------
+    # Backward: dK and dV of the band (and of the global rows, which see every key)
+    # ------------------------------------------------------------------------------------------
+    @gluon.jit
+    def _dkdv_step(k_c, v_c, q_t, do_t, dk, dv, lse2, delta, masked, k_idx, q_idx, window, qk_scale,
+                   BLOCK_M: gl.constexpr, s_layout: gl.constexpr, a_layout: gl.constexpr):
+        """One block of query rows against the consumer's 64 keys: S^T = K Q^T and dP^T = V dO^T on
+        the tensor cores together, then P^T and dS^T, then dV += P^T dO and dK += dS^T Q. ``lse2`` is
+        the rows' log2 LSE (+inf: the row takes no part), ``delta`` rowsum(dO * O)."""
+        zero = gl.zeros([_SUB_M, BLOCK_M], gl.float32, layout=s_layout)
+        s = warpgroup_mma(k_c, q_t.permute((1, 0)), zero, use_acc=False, is_async=True)
+        dp = warpgroup_mma(v_c, do_t.permute((1, 0)), zero, use_acc=False, is_async=True)
+        s, dp = warpgroup_mma_wait(0, deps=(s, dp))
+        p = gl.exp2(s * qk_scale - lse2[None, :])
+        if masked:
+            rel = q_idx[None, :] - k_idx[:, None]
+            p = gl.where((rel <= window) & (rel >= -window), p, 0.0)
+        ds = p * (dp - delta[None, :])
+        dtype: gl.constexpr = q_t.dtype
+        dv = warpgroup_mma(gl.convert_layout(p.to(dtype), a_layout), do_t, dv, is_async=True)
+        dk = warpgroup_mma(gl.convert_layout(ds.to(dtype), a_layout), q_t, dk, is_async=True)
+        return warpgroup_mma_wait(0, deps=(dv, dk))
+
+    @gluon.jit
+    def _dkdv_consumer(c: gl.constexpr, cargs, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, G_PAD: gl.constexpr,
+                       STAGES: gl.constexpr, NUM_C: gl.constexpr, PART_DQ: gl.constexpr):
+        """Consumer warpgroup c: dK, dV of keys n0 + 64c + [0, 64) from the query blocks of their band,
+        then from the global rows."""
+        bufs, bars, ptrs, scalars = cargs
+        k_smem, v_smem, q_smem, do_smem, qg_smem, dog_smem, dsg_smem = bufs
+        kv_bar, qd_bar, empty_bar = bars
+        dk_desc, dv_desc, LSE2, Delta, LSEG2, DeltaG, PDQ = ptrs
+        b, h, H, n0, N, window, qk_scale, sm_scale = scalars
+        dtype: gl.constexpr = dk_desc.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_M, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+
+        # query block t holds rows row0 + t * BLOCK_M + [0, BLOCK_M); keys kr0 .. kr0 + 63 reach
+        # blocks [t_lo, t_hi) (rows kr0 - w .. kr0 + 63 + w)
+        kr0 = n0 + c * _SUB_M
+        row0 = n0 - window
+        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_M - 1) // BLOCK_M
+        t_lo = (c * _SUB_M) // BLOCK_M
+        t_hi = gl.minimum((c * _SUB_M + _SUB_M - 1 + 2 * window) // BLOCK_M + 1, n_blk)
+        k_idx = kr0 + gl.arange(0, _SUB_M, layout=row_s)
+        bh = b.to(gl.int64) * H + h.to(gl.int64)
+        dk = gl.zeros([_SUB_M, HEAD_DIM], gl.float32, layout=o_layout)
+        dv = gl.zeros([_SUB_M, HEAD_DIM], gl.float32, layout=o_layout)
+        mbarrier.wait(kv_bar.index(c), 0)
+        k_c = k_smem.index(c).reshape([_SUB_M, HEAD_DIM])
+        v_c = v_smem.index(c).reshape([_SUB_M, HEAD_DIM])
+
+        for t in range(0, t_lo):
+            _release_unused(t, qd_bar, qd_bar, empty_bar, STAGES)
+        for t in range(t_lo, t_hi):
+            slot = t % STAGES
+            rb = row0 + t * BLOCK_M
+            q_idx = rb + gl.arange(0, BLOCK_M, layout=col_s)
+            q_in = (q_idx >= 0) & (q_idx < N)  # rows outside the sequence: LSE +inf, so P = 0
+            lse2 = gl.load(LSE2 + bh * N + q_idx, mask=q_in, other=float("inf"))
+            delta = gl.load(Delta + bh * N + q_idx, mask=q_in, other=0.0)
+            masked = (rb + BLOCK_M - 1 - kr0 > window) | (kr0 + _SUB_M - 1 - rb > window)
+            mbarrier.wait(qd_bar.index(slot), (t // STAGES) & 1)
+            dv, dk = _dkdv_step(k_c, v_c, q_smem.index(slot).reshape([BLOCK_M, HEAD_DIM]),
+                                do_smem.index(slot).reshape([BLOCK_M, HEAD_DIM]), dk, dv, lse2, delta, masked,
+                                k_idx, q_idx, window, qk_scale, BLOCK_M, s_layout, a_layout)
+            mbarrier.arrive(empty_bar.index(slot), count=1)
+        for t in range(t_hi, n_blk):
+            _release_unused(t, qd_bar, qd_bar, empty_bar, STAGES)
+
+        if G_PAD > 0:  # the global rows see every key (their band LSE2 is +inf, so the loop skipped them)
+            g_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                               instr_shape=[16, G_PAD, 16])
+            col_g: gl.constexpr = gl.SliceLayout(0, g_layout)
+            offs_g = gl.arange(0, G_PAD, layout=col_g)
+            lse_g = gl.load(LSEG2 + bh * G_PAD + offs_g)
+            delta_g = gl.load(DeltaG + bh * G_PAD + offs_g)
+            zg = gl.zeros([_SUB_M, G_PAD], gl.float32, layout=g_layout)
+            s = warpgroup_mma(k_c, qg_smem.permute((1, 0)), zg, use_acc=False, is_async=True)
+            dp = warpgroup_mma(v_c, dog_smem.permute((1, 0)), zg, use_acc=False, is_async=True)
+            s, dp = warpgroup_mma_wait(0, deps=(s, dp))
+            p = gl.exp2(s * qk_scale - lse_g[None, :])
+            ds = (p * (dp - delta_g[None, :])).to(dtype)
+            ag_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+            dv = warpgroup_mma(gl.convert_layout(p.to(dtype), ag_layout), dog_smem, dv)
+            dk = warpgroup_mma(gl.convert_layout(ds, ag_layout), qg_smem, dk)
+            if PART_DQ:  # dQ_g partial from these keys: (D, G_PAD) = K^T dS^T, dS^T staged in shared memory
+                dsg = dsg_smem.index(c)
+                dsg.store(ds)
+                fence_async_shared()
+                q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                                   instr_shape=[16, G_PAD, 16])
+                dqg = warpgroup_mma(k_c.permute((1, 0)), dsg,
+                                    gl.zeros([HEAD_DIM, G_PAD], gl.float32, layout=q_layout), use_acc=False)
+                offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, q_layout))
+                offs_q = gl.arange(0, G_PAD, layout=gl.SliceLayout(0, q_layout))
+                chunk = bh * gl.cdiv(N, _SUB_M) + kr0 // _SUB_M
+                gl.store(PDQ + chunk * (G_PAD * HEAD_DIM) + offs_q[None, :] * HEAD_DIM + offs_d[:, None], dqg,
+                         mask=(offs_q[None, :] >= 0) & (kr0 < N))  # a consumer past the end has no chunk
+
+        # K, V are read no more: their tiles take dK (scaled) and dV out (rows >= N are dropped)
+        k_c.store((dk * sm_scale).to(dtype))
+        v_c.store(dv.to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(dk_desc, [b, h, kr0, 0], k_smem.index(c))
+        tma.async_copy_shared_to_global(dv_desc, [b, h, kr0, 0], v_smem.index(c))
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _dkdv_loader(largs, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, STAGES: gl.constexpr,
+                     NUM_C: gl.constexpr):
+        """The loader warp: each consumer's K, V tile, then the band's Q and dO blocks into the ring."""
+        bufs, bars, descs, scalars = largs
+        k_smem, v_smem, q_smem, do_smem = bufs
+        kv_bar, qd_bar, empty_bar = bars
+        k_desc, v_desc, q_desc, do_desc = descs
+        b, h, n0, window = scalars
+        for c in gl.static_range(NUM_C):
+            mbarrier.expect(kv_bar.index(c), 2 * k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [b, h, n0 + c * _SUB_M, 0], kv_bar.index(c), k_smem.index(c))
+            tma.async_copy_global_to_shared(v_desc, [b, h, n0 + c * _SUB_M, 0], kv_bar.index(c), v_smem.index(c))
+        row0 = n0 - window
+        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_M - 1) // BLOCK_M
+        for t in range(n_blk):
+            slot = t % STAGES
+            mbarrier.wait(empty_bar.index(slot), ((t // STAGES) & 1) ^ 1)
+            mbarrier.expect(qd_bar.index(slot), 2 * q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, row0 + t * BLOCK_M, 0], qd_bar.index(slot),
+                                            q_smem.index(slot))
+            tma.async_copy_global_to_shared(do_desc, [b, h, row0 + t * BLOCK_M, 0], qd_bar.index(slot),
+                                            do_smem.index(slot))
+
+    @gluon.jit(do_not_specialize=["N", "window"])
+    def _ws_band_dkdv_kernel(k_desc, v_desc, q_desc, do_desc, dk_desc, dv_desc, LSE2, Delta,
+                             QG, DOG, LSEG2, DeltaG, PDQ, H, N, window, qk_scale, sm_scale,
+                             HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, G_PAD: gl.constexpr,
+                             G_LAYOUT: gl.constexpr, DS_LAYOUT: gl.constexpr, STAGES: gl.constexpr,
+                             NUM_C: gl.constexpr, CONS_REGS: gl.constexpr, PART_DQ: gl.constexpr,
+                             num_warps: gl.constexpr):
+        """One program: NUM_C * 64 keys of one (batch, head). ``LSE2``/``Delta`` (B, H, N) fp32 come from
+        the dQ kernel; the global rows' compact tiles ``QG``, ``DOG`` (B, H, G_PAD, D) contiguous and
+        ``LSEG2``, ``DeltaG`` (B, H, G_PAD) from the prep kernel, as for ``_bwd_dkdv_band_kernel``;
+        ``PDQ``: one (G_PAD, D) partial of the global rows' dQ per 64 keys."""
+        pid_n = gl.program_id(0)
+        bh = gl.program_id(1)
+        b = bh // H
+        h = bh % H
+        n0 = pid_n * (NUM_C * _SUB_M)
+        dtype: gl.constexpr = q_desc.dtype
+
+        k_smem = gl.allocate_shared_memory(dtype, [NUM_C] + k_desc.block_type.shape, k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [NUM_C] + v_desc.block_type.shape, v_desc.layout)
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+        kv_bar = gl.allocate_shared_memory(gl.int64, [NUM_C, 1], mbarrier.MBarrierLayout())
+        qd_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        empty_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(NUM_C):
+            mbarrier.init(kv_bar.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(qd_bar.index(i), count=1)
+            mbarrier.init(empty_bar.index(i), count=NUM_C)
+
+        GP: gl.constexpr = 16 if G_PAD == 0 else G_PAD
+        if G_PAD > 0:  # the global rows' compact tiles, read once by the default warps before the fork
+            ld: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+            tile = (gl.arange(0, GP, layout=gl.SliceLayout(1, ld))[:, None] * HEAD_DIM
+                    + gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, ld))[None, :])
+            g_off = bh.to(gl.int64) * (GP * HEAD_DIM)
+            qg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT, gl.load(QG + g_off + tile))
+            dog_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT, gl.load(DOG + g_off + tile))
+        else:  # unused; the partitions take the same arguments either way
+            qg_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT)
+            dog_smem = gl.allocate_shared_memory(dtype, [GP, HEAD_DIM], G_LAYOUT)
+        dsg_smem = gl.allocate_shared_memory(dtype, [NUM_C, _SUB_M, GP], DS_LAYOUT)
+        fence_async_shared()
+
+        bars = (kv_bar, qd_bar, empty_bar)
+        cargs = ((k_smem, v_smem, q_smem, do_smem, qg_smem, dog_smem, dsg_smem), bars,
+                 (dk_desc, dv_desc, LSE2, Delta, LSEG2, DeltaG, PDQ),
+                 (b, h, H, n0, N, window, qk_scale, sm_scale))
+        largs = ((k_smem, v_smem, q_smem, do_smem), bars, (k_desc, v_desc, q_desc, do_desc), (b, h, n0, window))
+        if NUM_C == 2:
+            gl.warp_specialize([(_dkdv_consumer, (0, cargs, HEAD_DIM, BLOCK_M, G_PAD, STAGES, NUM_C, PART_DQ)),
+                                (_dkdv_consumer, (1, cargs, HEAD_DIM, BLOCK_M, G_PAD, STAGES, NUM_C, PART_DQ)),
+                                (_dkdv_loader, (largs, HEAD_DIM, BLOCK_M, STAGES, NUM_C))],
+                               [4, 1], [CONS_REGS, 24])
+        else:
+            gl.warp_specialize([(_dkdv_consumer, (0, cargs, HEAD_DIM, BLOCK_M, G_PAD, STAGES, NUM_C, PART_DQ)),
+                                (_dkdv_consumer, (1, cargs, HEAD_DIM, BLOCK_M, G_PAD, STAGES, NUM_C, PART_DQ)),
+                                (_dkdv_consumer, (2, cargs, HEAD_DIM, BLOCK_M, G_PAD, STAGES, NUM_C, PART_DQ)),
+                                (_dkdv_loader, (largs, HEAD_DIM, BLOCK_M, STAGES, NUM_C))],
+                               [4, 4, 1], [CONS_REGS, CONS_REGS, 24])
+
 
 _TILES_OVERRIDE = None  # (BLOCK_N, STAGES, NUM_C, maxnreg, consumer regs): kernels/bench_tiles.py
 ENABLED = True  # False: the Triton kernel serves every call (tests/test_kernels_hopper.py compares the two)
@@ -345,3 +544,62 @@ def band_forward(q, k, v, out, lse, window: int, qk_scale: float, g_pad: int = 0
         H, N, window, qk_scale,
         HEAD_DIM=D, BLOCK_N=bn, G_PAD=g_pad, G_LAYOUT=_layout(max(g_pad, 16), D, q.dtype, 2), STAGES=stages,
         NUM_C=num_c, CONS_REGS=cregs, num_warps=4, maxnreg=maxnreg)
+
+
+# The backward's dK/dV band kernel: (BLOCK_M, STAGES, NUM_C, maxnreg, consumer registers) per head dim.
+# Each consumer holds two 64 x D fp32 accumulators and two 64 x BLOCK_M score tiles at once, so two
+# consumers per program.
+TILES_BWD = {64: (64, 4, 2, 168, 240), 128: (32, 3, 2, 168, 240)}
+_TILES_BWD_OVERRIDE = None
+ENABLED_BWD = True
+
+
+def _tiles_bwd(head_dim: int) -> tuple:
+    tiles = _TILES_BWD_OVERRIDE or TILES_BWD[head_dim]
+    if tiles[1] < 2:
+        raise ValueError(f"the Hopper kernel needs at least 2 stages, got {tiles}")
+    return tiles
+
+
+def supported_bwd(q, k, v, do, dk, dv, dilation: int, has_kpm: bool, g_pad: int) -> bool:
+    """Whether ``band_dkdv`` serves the backward's dK/dV band pass: as ``supported`` for the forward,
+    with ``g_pad`` the global rows' tile when they share k, v (0 otherwise)."""
+    if not (ENABLED_BWD and HAVE_GLUON and q.is_cuda) or dilation != 1 or has_kpm:
+        return False
+    if q.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] not in TILES_BWD or g_pad > _MAX_G_PAD:
+        return False
+    if torch.cuda.get_device_capability(q.device) != (9, 0) or q.shape[2] >= 2 ** 31 - 2 ** 20:
+        return False
+    bm, stages, num_c, _, _ = _tiles_bwd(q.shape[-1])
+    gp = max(g_pad, 16)
+    smem = 2 * q.shape[-1] * (2 * num_c * SUB_M + 2 * stages * bm + 2 * gp) + 2 * num_c * SUB_M * gp + 1024
+    return smem <= _SMEM_LIMIT and all(_tma_ok(t) for t in (q, k, v, do, dk, dv))
+
+
+def band_dkdv(q, k, v, do, dk, dv, lse2, delta, window: int, qk_scale: float, sm_scale: float, g_pad: int = 0,
+              qg=None, dog=None, lse_g2=None, delta_g=None, pdq=None):
+    """dK (times ``sm_scale``) and dV (B, H, N, D) of the band, for the calls ``supported_bwd`` accepts.
+    ``lse2``, ``delta`` (B, H, N) fp32 contiguous: each row's log2 LSE (+inf: takes no part) and
+    rowsum(dO * O). With ``g_pad``: the global rows' compact tiles (``qg``, ``dog`` (B, H, g_pad, D),
+    ``lse_g2``, ``delta_g`` (B, H, g_pad)) add their dK/dV, and with ``pdq`` ((B, H, cdiv(N, 64), g_pad,
+    D) fp32) also leave one partial of their dQ per 64 keys."""
+    B, H, N, D = q.shape
+    bm, stages, num_c, maxnreg, cregs = _tiles_bwd(D)
+    grid = (triton.cdiv(N, num_c * SUB_M), B * H)
+    gp = max(g_pad, 16)
+    _ws_band_dkdv_kernel[grid](
+        _desc(k, SUB_M), _desc(v, SUB_M), _desc(q, bm), _desc(do, bm), _desc(dk, SUB_M), _desc(dv, SUB_M),
+        lse2, delta, qg if g_pad else q, dog if g_pad else q, lse_g2 if g_pad else lse2,
+        delta_g if g_pad else delta, pdq if pdq is not None else lse2,
+        H, N, window, qk_scale, sm_scale,
+        HEAD_DIM=D, BLOCK_M=bm, G_PAD=g_pad, G_LAYOUT=_layout(gp, D, q.dtype, 2),
+        DS_LAYOUT=_layout_2d(SUB_M, gp, q.dtype), STAGES=stages, NUM_C=num_c, CONS_REGS=cregs,
+        PART_DQ=pdq is not None, num_warps=4, maxnreg=maxnreg)
+
+
+def _layout_2d(rows: int, cols: int, dtype: torch.dtype):
+    key = ("2d", rows, cols, dtype)
+    if key not in _LAYOUTS:
+        dt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+        _LAYOUTS[key] = gl.NVMMASharedLayout.get_default_for([rows, cols], dt)
+    return _LAYOUTS[key]

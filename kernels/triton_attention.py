@@ -1112,7 +1112,11 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
     part_dq = fuse and part_kv
     n_r_max = -(-N // dilation)
     dummy = kpm
-    n_kblk, n_qblk = triton.cdiv(n_r_max, t["kv_n"]), triton.cdiv(n_r_max, t["dq_m"])
+    # the dK/dV band pass runs on the warp-specialised Hopper kernel where it can (one partial of the
+    # global rows' dQ per 64 keys there, per dK/dV key block here)
+    hopper = hopper_attention.supported_bwd(q, k, v, do, dk, dv, dilation, has_kpm, g_pad if fuse else 0)
+    n_kblk = triton.cdiv(n_r_max, hopper_attention.SUB_M if hopper else t["kv_n"])
+    n_qblk = triton.cdiv(n_r_max, t["dq_m"])
     pdq = q.new_empty(B, H, dilation * n_kblk, g_pad, D, dtype=torch.float32) if part_dq else dummy
     pdk, pdv = ((q.new_empty(B, H, dilation * n_qblk, g_pad, D, dtype=torch.float32) for _ in range(2)) if part_kv
                 else (dummy, dummy))
@@ -1135,13 +1139,17 @@ def _bwd(do, q, k, v, out, lse, global_idx, key_padding_mask, qg_in, kG_in, vG_i
         _bwd_global_prep_kernel[(B * H,)](gpos, lse, delta, do, lse_g2, delta_g, dog, gpos.stride(0),
                                           do.stride(0), do.stride(1), do.stride(2), H, N, HEAD_DIM=D, G_PAD=g_pad,
                                           num_warps=4)
-    _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
-        q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
-        DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
-        G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
+    if hopper:
+        hopper_attention.band_dkdv(q, k, v, do, dk, dv, lse2, delta, window, qk_scale, scale, g_pad if fuse else 0,
+                                   *((qg, dog, lse_g2, delta_g) if fuse else (None,) * 4), pdq if part_dq else None)
+    else:
+        _bwd_dkdv_band_kernel[(n_kblk, B * H * dilation)](
+            q, k, v, do, kpm, lse2, delta, dk, dv, *((qg, dog, lse_g2, delta_g) if fuse else (kpm,) * 4), pdq,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            kpm.stride(0) if has_kpm else 0, H, N, window, qk_scale, scale,
+            DIL=dilation, HEAD_DIM=D, BLOCK_M=t["kv_m"], BLOCK_N=t["kv_n"], HAS_KPM=has_kpm, DOT_PREC=prec,
+            G_PAD=g_pad if fuse else 0, PART_DQ=part_dq, num_warps=t["kv_warps"], num_stages=t["kv_stages"])
 
     if g_pad:
         chunk = _chunk(N, t["glob"])
