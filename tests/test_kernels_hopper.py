@@ -65,9 +65,49 @@ def test_compiles_for_sm90_without_serialised_wgmma(head_dim, g_pad, tmp_path):
     assert spills and max(spills) <= 32, res.stderr
 
 
+@needs_gluon
+@pytest.mark.skipif(_ptxas() is None, reason="Triton ships no ptxas here")
+@pytest.mark.parametrize("head_dim,g_pad,part", [(64, 16, True), (64, 0, False), (128, 16, True), (128, 64, False)])
+def test_dkdv_kernel_compiles_for_sm90_without_serialised_wgmma(head_dim, g_pad, part, tmp_path):
+    """The backward's dK/dV kernel: its four band wgmmas, the global rows' (and their dQ partial's) and
+    the TMA copies, with no serialised wgmma and no more than 32 bytes of spills at the shipped tiles."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    bm, stages, num_c, maxnreg, cregs = ha.TILES_BWD[head_dim]
+    gp = max(g_pad, 16)
+
+    def desc(rows):
+        return f"tensordesc<bf16[1, 1, {rows}, {head_dim}],{ha._layout(rows, head_dim, torch.bfloat16, 4)!r}>"
+
+    sig = dict(k_desc=desc(ha.SUB_M), v_desc=desc(ha.SUB_M), q_desc=desc(bm), do_desc=desc(bm),
+               dk_desc=desc(ha.SUB_M), dv_desc=desc(ha.SUB_M), LSE2="*fp32", Delta="*fp32", QG="*bf16", DOG="*bf16",
+               LSEG2="*fp32", DeltaG="*fp32", PDQ="*fp32", H="i32", N="i32", window="i32", qk_scale="fp32",
+               sm_scale="fp32", HEAD_DIM="constexpr", BLOCK_M="constexpr", G_PAD="constexpr", G_LAYOUT="constexpr",
+               DS_LAYOUT="constexpr", STAGES="constexpr", NUM_C="constexpr", CONS_REGS="constexpr",
+               PART_DQ="constexpr", num_warps="constexpr")
+    const = dict(HEAD_DIM=head_dim, BLOCK_M=bm, G_PAD=g_pad, G_LAYOUT=ha._layout(gp, head_dim, torch.bfloat16, 2),
+                 DS_LAYOUT=ha._layout_2d(ha.SUB_M, gp, torch.bfloat16), STAGES=stages, NUM_C=num_c,
+                 CONS_REGS=cregs, PART_DQ=part, num_warps=4)
+    kernel = triton.compile(GluonASTSource(ha._ws_band_dkdv_kernel, sig, const), target=GPUTarget("cuda", 90, 32),
+                            options=dict(num_warps=4, maxnreg=maxnreg))
+    assert kernel.asm["ptx"].count("wgmma.mma_async") >= 4 + (g_pad > 0) * 4 + part
+    assert "cp.async.bulk.tensor" in kernel.asm["ptx"] and kernel.metadata.shared <= ha._SMEM_LIMIT
+    ptx = tmp_path / "k.ptx"
+    ptx.write_text(kernel.asm["ptx"])
+    res = subprocess.run([_ptxas(), "-arch=sm_90a", "-v", str(ptx), "-o", str(tmp_path / "k.cubin")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "serialized" not in res.stderr, res.stderr
+    spills = [int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", res.stderr)]
+    assert spills and max(spills) <= 32, res.stderr
+
+
 def test_not_served_off_sm90():
-    q = torch.zeros(1, 1, 256, 64, dtype=torch.bfloat16)  # a CPU tensor: never the Gluon kernel
+    q = torch.zeros(1, 1, 256, 64, dtype=torch.bfloat16)  # a CPU tensor: never the Gluon kernels
     assert not ha.supported(q, q, q, q, 1, False, 16)
+    assert not ha.supported_bwd(q, q, q, q, q, q, 1, False, 16)
 
 
 on_hopper = pytest.mark.skipif(not (torch.cuda.is_available() and ha.HAVE_GLUON
