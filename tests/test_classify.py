@@ -138,6 +138,11 @@ def test_cli_title_decides_and_is_shown_first(tmp_path, tiny_model_dir):
     res = CliRunner().invoke(cli, base + ["--multi", "--json"])
     assert all(e["text"] != "SERVICES AGREEMENT" for x in json.loads(res.output)[0]["labels"] for e in x["evidence"])
     assert C.classify(Document(str(doc), text, "text"), labels, engine=engine).best.label == "services"
+    # --no-title (labels that are not kinds of document): the whole document alone, as before
+    res = CliRunner().invoke(cli, base + ["--json", "--no-title"])
+    rec = json.loads(res.output)[0]
+    assert rec["label"] == "lease" and all(e["text"] != "SERVICES AGREEMENT" for e in rec["evidence"])
+    assert rec["score"] == pytest.approx(float(body[1]), abs=1e-4)
 
 
 def test_no_title_scores_the_whole_document_as_before(files, tiny_model_dir):

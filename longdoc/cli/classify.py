@@ -42,13 +42,16 @@ def _read(engine, path: str, password: str | None):
               help="CUAD's 25 contract types (one per document) or 41 clause categories (an inventory).")
 @click.option("--multi", is_flag=True, help="Report every label that occurs (default for cuad-clauses).")
 @click.option("--head", "head_path", type=click.Path(dir_okay=False), help="A head from `longdoc classify train`.")
+@click.option("--title/--no-title", "use_title", default=True, show_default=True,
+              help="Choosing one label zero-shot, count a title that names the document's kind. --no-title for "
+                   "labels that are not kinds of document.")
 @click.option("--evidence", default=3, show_default=True, type=click.IntRange(min=0), help="Evidence spans per label.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, one object per file.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON object per file, in the order given.")
 @click.option("--password", envvar="LONGDOC_PDF_PASSWORD", help="Password of an encrypted PDF.")
 @_common
-def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_json, as_jsonl, password, color,
-        model, window, no_cache):
+def run(files, labels_spec, labels_file, preset, multi, head_path, use_title, evidence, as_json, as_jsonl, password,
+        color, model, window, no_cache):
     """Label each FILE (PDF, text or Markdown; '-' for stdin) from label descriptions, zero-shot, or
     with a head trained by `longdoc classify train`; show the calibrated score and the passages
     (page/line) that drove it. Choosing one label zero-shot, a title that names the document's kind
@@ -106,7 +109,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, evidence, as_
                 file_error(e, as_json or as_jsonl)
                 failed += 1
                 continue
-            r = C.classify(doc, labels, engine=engine, mode=mode, head=head, evidence=evidence)
+            r = C.classify(doc, labels, engine=engine, mode=mode, head=head, evidence=evidence, use_title=use_title)
             results.append(r)
             if as_jsonl:
                 render_classify.classify_jsonl_one(r)

@@ -325,8 +325,10 @@ def _evidence(doc, passages, label: str, contrib: np.ndarray, n: int) -> list[Ev
 
 
 def classify(doc, labels: list[Label] | None = None, *, engine, mode: str = "single", head: "Head | None" = None,
-             evidence: int = EVIDENCE) -> Classification:
-    """Score ``doc`` against ``labels`` zero-shot (or with a trained ``head``)."""
+             evidence: int = EVIDENCE, use_title: bool = True) -> Classification:
+    """Score ``doc`` against ``labels`` zero-shot (or with a trained ``head``). ``use_title=False``
+    leaves the title out of single-label scores: for labels that are not kinds of document (say
+    "high risk, low risk"), where "<label> agreement" means nothing and the title would only add noise."""
     if head is None and not labels:
         raise LongdocError("no labels given")
     if mode not in ("single", "multi"):
@@ -358,7 +360,7 @@ def classify(doc, labels: list[Label] | None = None, *, engine, mode: str = "sin
                for i, name in enumerate(head.labels)]
         return Classification(doc.path, mode, out)
     label_vecs = engine.question_vectors([lab.query for lab in labels])
-    title = find_title(doc.text) if mode == "single" else None
+    title = find_title(doc.text) if mode == "single" and use_title else None
     title_sims = title_similarities(engine, title, labels) if title is not None else None
     raw, probs = zero_shot_scores(seg, passages.spans, label_vecs, mode, title_sims)
     sims = label_vecs @ seg.T
