@@ -518,6 +518,20 @@ def test_cli_index_prints_the_loaders_warnings(warned_tree, capsys, fake_model):
     assert [json.loads(x) for x in err.splitlines()] == [{"warning": w[len("longdoc: warning: "):]} for w in want]
 
 
+def test_cli_ask_dir_prints_the_loaders_warnings_of_the_files_it_indexes(warned_tree, capsys, fake_model):
+    """`ask DIR` indexes (or refreshes) first: the files it reads say their warnings as `index` does,
+    -q keeps them, and an up-to-date index reads nothing and says nothing."""
+    want = [f"longdoc: warning: latin.txt: {BAD_UTF8}", f"longdoc: warning: scans/half.pdf: {NO_TEXT}"]
+    q = [str(warned_tree), "payment queue", "-k", "1", "-q"]
+    rc, _, err = run_cli(capsys, "ask", *q)
+    assert rc == 0 and err.splitlines() == want
+    rc, _, err = run_cli(capsys, "ask", *q)
+    assert rc == 0 and err == ""
+    (warned_tree / "latin.txt").write_bytes(b"Caf\xc3\xa9 and \xff notes about the payment queue again.\n")
+    rc, _, err = run_cli(capsys, "ask", *q)  # the refresh re-reads the changed file only
+    assert rc == 0 and err.splitlines() == want[:1]
+
+
 def test_warnings_of_an_interrupted_run_are_said_as_files_are_read(warned_tree):
     """Ctrl-C after the first file: its warning has been passed up already, the file is stored and
     the index answers; the next run reads (and warns about) only the files left."""

@@ -120,12 +120,14 @@ def search(
     root, or the index cannot be written (a read-only mount), the refresh is skipped and the last
     committed state is searched.
     ``notify`` gets notes on what is done first (indexing, refreshing, waiting for another process),
-    ``warn`` why the results may be out of date (the refresh was skipped); None drops them (`ask
-    --quiet` drops the notes only).
+    ``warn`` why the results may be out of date (the refresh was skipped) and the loader's warnings
+    about the files it reads ("<path>: <warning>"); None drops them (`ask --quiet` drops the notes only).
     ``encoder`` (tests, evaluation) replaces the model named by ``model``.
     """
     from longdoc.tasks import retrieve
 
+    # the loader's warnings about files read while the index is brought up to date, as `index` says them
+    file_warn = (lambda rel, message: warn(f"{rel}: {message}")) if warn else None
     questions = [without_surrogates(q).strip() for q in questions]  # also for callers other than the CLI
     if not questions or any(not q for q in questions):
         raise LongdocError("empty question")
@@ -149,10 +151,10 @@ def search(
             raise LongdocError(f"{root} is not indexed: run `longdoc index {root}`")
         if notify:
             notify(f"{root} is not indexed yet: indexing it first (later questions reuse the index)")
-        build(root, encoder=lazy, index_dir=index_dir)
+        build(root, encoder=lazy, index_dir=index_dir, on_warning=file_warn)
     elif update:
         try:
-            rep = build(root, encoder=lazy, index_dir=index_dir, wait=False)
+            rep = build(root, encoder=lazy, index_dir=index_dir, wait=False, on_warning=file_warn)
             if notify and not rep.up_to_date:
                 notify(f"index updated: {len(rep.encoded)} re-encoded, {len(rep.deleted)} removed")
         except IndexNotWritable:
@@ -165,7 +167,7 @@ def search(
             if _holds_no_file(db):  # that process's first run: nothing committed to search yet
                 if notify:
                     notify("another process is indexing this tree for the first time; waiting for it")
-                build(root, encoder=lazy, index_dir=index_dir, wait=True)
+                build(root, encoder=lazy, index_dir=index_dir, wait=True, on_warning=file_warn)
             elif warn:
                 warn("another process is updating the index; searching its last committed state")
 
