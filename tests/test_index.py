@@ -577,3 +577,16 @@ def test_real_encoder_index_and_search(tree):
         np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
     a = search(tree, ["return a database connection to the pool"], encoder=enc, k=3)[0]
     assert a.results[0].path == "db/pool.py"
+
+
+@pytest.mark.model
+def test_ask_dir_records_the_bundled_models_name_as_index_does(tree):
+    """`ask DIR` loads the bundled model by its resolved folder, whose basename is "model": the
+    manifest (`index list`, `index status`, the rebuild message) named it "model" there and
+    "all-MiniLM-L6-v2" when `longdoc index` had made the index."""
+    from longdoc.model.files import DEFAULT_NAME, default_model_path, resolve_model
+
+    assert resolve_model(default_model_path())[1] == DEFAULT_NAME
+    search(tree, ["return a database connection to the pool"], k=1)
+    with Store(db_path(tree), readonly=True) as s:
+        assert s.manifest()["model"] == DEFAULT_NAME

@@ -31,7 +31,18 @@ def resolve_model(model: str | None = None) -> tuple[str, str]:
     if not os.path.isdir(path):
         raise LongdocError(f"model folder not found: {path} (a local Hugging Face folder is needed; "
                            "nothing is downloaded)")
-    return path, os.path.basename(os.path.normpath(path))
+    return path, _display_name(path)
+
+
+def _display_name(path: str) -> str:
+    """The bundled model's name when ``path`` is its folder (``ask DIR`` passes the resolved folder,
+    whose basename is just "model"), else the folder's name."""
+    try:
+        if os.path.samefile(path, default_model_path()):
+            return DEFAULT_NAME
+    except (OSError, LongdocError):
+        pass
+    return os.path.basename(os.path.normpath(path))
 
 
 def read_json(path):
