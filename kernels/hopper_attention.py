@@ -1,4 +1,5 @@
-"""The forward band kernel for Hopper GPUs (sm_90), warp-specialised, in Gluon.
+"""Band kernels for Hopper GPUs (sm_90), warp-specialised, in Gluon: the forward, and the backward's
+dK/dV pass (``band_dkdv``, below the forward).
 
 Why a second forward kernel: the Triton band kernel gives every 128-row query block its own copy of
 the band's K/V tiles and walks 640 keys per row for the 513 a row sees at w = 256 (80% useful). Here
@@ -276,7 +277,12 @@ if HAVE_GLUON:
                                [4, 4, 4, 1], [CONS_REGS, CONS_REGS, CONS_REGS, 24])
 
     # ------------------------------------------------------------------------------------------
-    # Backward: dK and dV of the band (and of the global rows, which see every key)
+    # Backward: dK and dV of the band (and of the global rows, which see every key). The same
+    # layout as the forward with the roles of rows and keys swapped: a program owns NUM_C x 64 keys,
+    # the loader streams the band's query blocks (Q and dO) through the ring, and each consumer walks
+    # only the blocks its own keys reach. The dQ pass stays on the Triton kernel, which runs first
+    # and leaves every row's log2 LSE and delta. Measured on an H100 (docs/kernels.md, session 8):
+    # the backward 1.14x at d = 128, 1.03-1.04x at d = 64 with global tokens, level without them.
     # ------------------------------------------------------------------------------------------
     @gluon.jit
     def _dkdv_step(k_c, v_c, q_t, do_t, dk, dv, lse2, delta, masked, k_idx, q_idx, window, qk_scale,
