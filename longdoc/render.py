@@ -60,8 +60,10 @@ def highlight(snippet: str, terms: set[str]) -> Text:
 
 def shown_path(path: str) -> str:
     """A path for a human: a byte of a name that is not UTF-8 (held as a lone surrogate) as ``\\xe9``,
-    where writing it would fail or leave invalid text on the terminal."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    where writing it would fail or leave invalid text on the terminal; a line break or tab as ``\\n``,
+    ``\\r``, ``\\t``, which would split a grep-shaped or tab-separated line."""
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return shown.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
 def dumps(obj, **kw) -> str:

@@ -2,13 +2,13 @@
 JSON / JSONL for programs. Tasks return data; only this module prints it."""
 from __future__ import annotations
 
-import json
 import sys
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from longdoc.render import dumps, shown_path
 from longdoc.tasks.classify import Classification, Evidence
 
 
@@ -31,7 +31,7 @@ def classify_rich(results: list[Classification], out: Console, snippet_chars: in
     for r in results:
         shown = [r.best] if r.mode == "single" else r.present
         if not shown:
-            table.add_row(r.path, Text("none", style="longdoc.dim"), "", "")
+            table.add_row(shown_path(r.path), Text("none", style="longdoc.dim"), "", "")
         for i, s in enumerate(shown):
             ev = Text()
             for e in s.evidence:
@@ -39,7 +39,7 @@ def classify_rich(results: list[Classification], out: Console, snippet_chars: in
                     ev.append("\n")
                 ev.append(_where(e), "longdoc.loc")
                 ev.append("  " + _one_line(e.text, snippet_chars))
-            table.add_row(r.path if i == 0 else "", s.label, f"{s.score:.3f}", ev)
+            table.add_row(shown_path(r.path) if i == 0 else "", s.label, f"{s.score:.3f}", ev)
     out.print(table)
 
 
@@ -49,16 +49,15 @@ def classify_plain(results: list[Classification], out=None) -> None:
     for r in results:
         for s in ([r.best] if r.mode == "single" else r.present):
             where = ",".join(_where(e).replace(" ", ":") for e in s.evidence)
-            out.write(f"{r.path}\t{s.label}\t{s.score:.3f}\t{where}\n")
+            out.write(f"{shown_path(r.path)}\t{s.label}\t{s.score:.3f}\t{where}\n")
 
 
 def classify_json(results: list[Classification], out=None) -> None:
     out = out or sys.stdout
-    json.dump([r.to_json() for r in results], out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    out.write(dumps([r.to_json() for r in results], indent=2) + "\n")
 
 
 def classify_jsonl_one(result: Classification, out=None) -> None:
     out = out or sys.stdout
-    out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+    out.write(dumps(result.to_json()) + "\n")
     out.flush()

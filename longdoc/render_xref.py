@@ -2,13 +2,13 @@
 programs, and Graphviz DOT for the clause graph. Tasks return data; only this module prints it."""
 from __future__ import annotations
 
-import json
 import sys
 
 from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
+from longdoc.render import dumps, shown_path
 from longdoc.tasks.xref import Anchor, Place, RelatedPair, XrefReport
 
 # ---------------------------------------------------------------------------------------------
@@ -54,8 +54,7 @@ def report_dict(r: XrefReport) -> dict:
 
 def xref_json(reports: list[XrefReport], out=None) -> None:
     out = out or sys.stdout
-    json.dump([report_dict(r) for r in reports], out, ensure_ascii=False, indent=2)
-    out.write("\n")
+    out.write(dumps([report_dict(r) for r in reports], indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +72,7 @@ def _target(a: Anchor) -> str:
 
 def xref_rich(r: XrefReport, out: Console, max_uses: int = 8) -> None:
     c = r.counts()
-    tree = Tree(Text(r.path, style="longdoc.path"))
+    tree = Tree(Text(shown_path(r.path), style="longdoc.path"))
     refs = tree.add(Text.assemble(("references ", "bold"), (
         f"{c['references']}: {c['resolved']} resolved, {c['partial']} to an enclosing clause, "
         f"{c['unresolved']} unresolved, {c['external']} to other instruments", "longdoc.dim")))
@@ -116,15 +115,16 @@ def xref_rich(r: XrefReport, out: Console, max_uses: int = 8) -> None:
 def xref_plain(r: XrefReport, out=None) -> None:
     """Tab-separated, one finding per line: ``path:line<TAB>what<TAB>...``."""
     out = out or sys.stdout
+    path = shown_path(r.path)
     for x in r.references:
-        tgt = f"{x.target.label}\t{r.path}:{x.target.place.line}" if x.target else "-\t-"
-        out.write(f"{r.path}:{x.place.line}\tref\t{x.text.replace(chr(10), ' ')}\t{x.status}\t{tgt}\n")
+        tgt = f"{x.target.label}\t{path}:{x.target.place.line}" if x.target else "-\t-"
+        out.write(f"{path}:{x.place.line}\tref\t{x.text.replace(chr(10), ' ')}\t{x.status}\t{tgt}\n")
     for t in r.terms:
-        out.write(f"{r.path}:{t.definition.line}\tterm\t{t.term}\t{len(t.uses)} uses\n")
+        out.write(f"{path}:{t.definition.line}\tterm\t{t.term}\t{len(t.uses)} uses\n")
     for u in r.undefined:
-        out.write(f"{r.path}:{u.uses[0].line}\tundefined\t{u.term}\t{len(u.uses)} uses\n")
+        out.write(f"{path}:{u.uses[0].line}\tundefined\t{u.term}\t{len(u.uses)} uses\n")
     for p in r.related or []:
-        out.write(f"{r.path}:{p.a.line}\trelated\t{r.path}:{p.b.line}\t{p.similarity:.3f}\t{p.distance_chars}\n")
+        out.write(f"{path}:{p.a.line}\trelated\t{path}:{p.b.line}\t{p.similarity:.3f}\t{p.distance_chars}\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def xref_dot(reports: list[XrefReport], out=None) -> None:
                                       f"shape=ellipse]")
                 ids.append(nid)
             edges.append(f"{ids[0]} -> {ids[1]} [dir=none, style=dotted, color=blue, label={_q(f'{p.similarity:.2f}')}]")
-        out.write(f"digraph {_q(r.path)} {{\n  node [shape=box, fontsize=10];\n  edge [fontsize=8];\n")
+        out.write(f"digraph {_q(shown_path(r.path))} {{\n  node [shape=box, fontsize=10];\n  edge [fontsize=8];\n")
         for n in nodes.values():
             out.write(f"  {n};\n")
         for e in edges:

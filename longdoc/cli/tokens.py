@@ -1,13 +1,12 @@
 """`longdoc tokens PATH...`: token counts per file and in total, and which context windows they fit."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
-from longdoc.cli import nonempty_paths
+from longdoc.cli import nonempty_paths, one_line
 from longdoc.errors import LongdocError
 
 
@@ -58,22 +57,21 @@ def command(paths, as_json, model, password):
             except LongdocError as e:
                 if named:
                     raise
-                click.echo(f"longdoc: skipped {e}", err=True)
+                click.echo(f"longdoc: skipped {one_line(str(e))}", err=True)
                 skipped += 1
     if not counts:
         raise LongdocError("no readable file" + (f" ({skipped} skipped)" if skipped else ""))
     total = tk.total(counts)
     if as_json:
-        json.dump({"files": [c.to_dict() for c in counts], "total": total.to_dict(),
-                   "windows": dict(tk.WINDOWS)}, sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(render.dumps({"files": [c.to_dict() for c in counts], "total": total.to_dict(),
+                                       "windows": dict(tk.WINDOWS)}) + "\n")
         return 0
-    _table(counts, total, tk)
+    _table(counts, total, tk, render.shown_path)
     return 0
 
 
-def _table(counts, total, tk):
-    rows = [(c.path, c.chars, c.model, c.cl100k_base, c.o200k_base, c.fits or "> 1M") for c in counts]
+def _table(counts, total, tk, shown_path):
+    rows = [(shown_path(c.path), c.chars, c.model, c.cl100k_base, c.o200k_base, c.fits or "> 1M") for c in counts]
     if len(counts) > 1:
         rows.append(("total", total.chars, total.model, total.cl100k_base, total.o200k_base, total.fits or "> 1M"))
     head = ("file", "chars", "model", "cl100k", "o200k", "fits")
