@@ -149,6 +149,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
     with errors_as_json(as_json or as_jsonl):
         if as_json and as_jsonl:
             raise LongdocError("give one of --json and --jsonl")
+        if path == "-" and questions_file is not None and questions_file.name == "<stdin>":
+            raise LongdocError("standard input cannot be both the document (-) and --questions-file -")
         qs = _questions(questions, questions_file)
         if (lang or globs) and (path == "-" or not Path(path).is_dir()):
             raise LongdocError("--lang and --glob filter the files of an indexed directory; PATH is one file")
