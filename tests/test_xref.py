@@ -127,6 +127,17 @@ def test_defined_terms_uses_unused_and_undefined():
     assert [u.term for u in undefined] == ["Steering Committee"]
 
 
+def test_a_possessive_is_a_use_of_its_owner_not_an_undefined_term():
+    """"the Licensee's rights" is a use of the defined "Licensee"; it was listed as an undefined term
+    "Licensee's", and "the Distributor's records" as a term apart from "the Distributor"."""
+    text = ('Acme Corp. ("Licensor") and Beta LLC ("Licensee") agree. '
+            "The Licensee's rights are personal. The Licensee’s payments are due. The Licensee's Affiliates may audit. The Distributor's records "
+            "and the Distributors' reports are kept. The Distributor shall report.")
+    terms, undefined = defined_terms(_doc(text))
+    assert {t.term: len(t.uses) for t in terms} == {"Licensor": 0, "Licensee": 3}
+    assert [(u.term, len(u.uses)) for u in undefined] == [("Distributor", 2)]
+
+
 def test_definition_forms():
     text = ('Alpha Inc. (hereinafter referred to as "Alpha") and Beta (hereinafter "Beta") agree. '
             'The "Term" shall have the meaning given below. All goods (collectively, together with the '

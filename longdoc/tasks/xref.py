@@ -98,6 +98,8 @@ _SENTENCE_END = re.compile(r"(?<!\bInc)(?<!\bCorp)(?<!\bLtd)(?<!\bCo)(?<!\bNo)(?
                            r"[.;!?][\"”)]?\s+(?=[A-Z\"“(])")
 _DETERMINER = r"(?:the|such|any|each|all|said|no|its|their|other|every|applicable|that|this|these|those)"
 _CAP_WORD = r"[A-Z][a-z][\w'’-]*"
+# A possessive ending ("Licensee's", "Distributors’"): the phrase is its owner's use.
+_POSSESSIVE = re.compile(r"(?:['’]s|(?<=s)['’])$")
 _CANDIDATE = re.compile(rf"\b(?:{_DETERMINER}|The)[ \t]+(?P<term>{_CAP_WORD}(?:[ \t]+{_CAP_WORD}){{0,3}})")
 # Capitalised for reasons other than being defined: structure words, months, days, common proper nouns.
 _NOT_TERMS = frozenset(
@@ -573,8 +575,14 @@ def defined_terms(doc: Document) -> tuple[list[Term], list[UndefinedTerm]]:
     cands: dict[str, list[Place]] = {}
     for m in _CANDIDATE.finditer(text):
         t = m.group("term")
-        # trim trailing structure words: "the Company Section" -> "the Company"
         words = t.split()
+        # "the Licensee's Affiliates" is a use of "Licensee", not a term "Licensee's" or
+        # "Licensee's Affiliates": the phrase ends at its first possessive, which is dropped
+        for i, w in enumerate(words):
+            if _POSSESSIVE.search(w):
+                words = words[:i] + [_POSSESSIVE.sub("", w)]
+                break
+        # trim trailing structure words: "the Company Section" -> "the Company"
         while words and words[-1] in _NOT_TERMS:
             words.pop()
         if not words:
