@@ -148,6 +148,47 @@ def test_definition_forms():
     assert {t.term for t in terms if not t.uses} == set()
 
 
+@pytest.mark.parametrize("open_, close", [("'", "'"), ("‘", "’")], ids=["ascii", "curly"])
+def test_terms_defined_in_single_quotes(open_, close):
+    """Lucid's distributor agreement defines (the 'Agreement') and ('Distributor'), curly in its PDF;
+    only double quotes were read, so "Distributor" was listed as used but never defined. Quotes pair:
+    an apostrophe inside a word does not end a single-quoted term, and a possessive's apostrophe
+    ("Distributors' reports") opens none."""
+    q = lambda t: f"{open_}{t}{close}"
+    text = (f"This Distributor Agreement (the {q('Agreement')}) is between Lucid Inc. and Beta LLC "
+            f"({q('Distributor')}). {q('Licensee’s Products')} means goods. "
+            f"Lucid's {q('Net Sales')} shall mean sales. The Distributor shall report. The Distributor's "
+            "records and the Distributors' reports are kept under this Agreement. "
+            f"The Distributor sells Licensee’s Products. Net Sales are reported.")
+    terms, undefined = defined_terms(_doc(text))
+    assert {t.term: len(t.uses) for t in terms} == {"Agreement": 2, "Distributor": 5, "Licensee’s Products": 1,
+                                                    "Net Sales": 1}
+    assert undefined == []
+    # an apostrophe in a word ('W2E's technology') neither opens nor closes a term
+    terms, _ = defined_terms(_doc("W2E Technology means 'W2E's proprietary technology for waste."))
+    assert [t.term for t in terms] == []
+
+
+def test_double_quoted_terms_keep_their_apostrophes():
+    text = ('“Licensee’s Products” means goods. "Buyer\'s Account" means an account. '
+            "Licensee’s Products and the Buyer's Account are listed.")
+    terms, _ = defined_terms(_doc(text))
+    assert {t.term: len(t.uses) for t in terms} == {"Licensee’s Products": 1, "Buyer's Account": 1}
+
+
+def test_real_cuad_contract_with_single_quoted_definitions(shared_data):
+    from longdoc.sources import load
+
+    paths = sorted((shared_data / "cuad").glob("*/LUCIDINC_04_15_2011-EX-10.9-DISTRIBUTOR AGREEMENT.*"))
+    assert [p.suffix for p in paths] == [".pdf", ".txt"]
+    for path in paths:
+        r = xref(load(path), related=False)  # ASCII quotes in the .txt, curly in the .pdf
+        terms = {t.term: t for t in r.terms}
+        assert {"Agreement", "Distributor"} <= set(terms), path.suffix
+        assert len(terms["Distributor"].uses) > 50
+        assert "Distributor" not in {u.term for u in r.undefined}
+
+
 def test_longest_term_wins():
     text = ('"Information" means facts. "Confidential Information" means secrets. '
             "Confidential Information is kept. Information is shared.")

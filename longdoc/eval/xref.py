@@ -3,6 +3,7 @@
     python -m longdoc.eval.xref [--data ../shared/data/cuad]             # scores against the checked sample
     python -m longdoc.eval.xref --worksheet N [--seed S] > sheet.tsv    # a new sample to check by hand
     python -m longdoc.eval.xref --related [--limit N]                   # CUAD groups vs related clauses
+    python -m longdoc.eval.xref --totals                                # counts summed over the dev texts
 
 **Reference resolution** is measured on a hand-checked sample (``xref_checked.tsv`` beside this
 file). The sample is drawn independently of the resolver: every occurrence of a reference keyword
@@ -121,6 +122,26 @@ def score_checked(data: Path) -> int:
     return 0
 
 
+def totals(data: Path) -> int:
+    """What ``xref --no-related`` reports, summed over every dev text: references by status, defined
+    terms, terms defined but unused, phrases used but never defined."""
+    import time
+
+    from longdoc.tasks.xref import xref
+
+    t0, docs, sums = time.perf_counter(), _docs(data), {}
+    for p in docs:
+        counts = xref(Document(p.name, p.read_text(encoding="utf-8"), "text"), related=False).counts()
+        for k, v in counts.items():
+            if v is not None:
+                sums[k] = sums.get(k, 0) + v
+    print(f"# xref --no-related on {len(docs)} dev texts, {time.perf_counter() - t0:.1f} s\n")
+    print("| count | value |\n| --- | --- |")
+    for k, v in sums.items():
+        print(f"| {k.replace('_', ' ')} | {v:,} |")
+    return 0
+
+
 def related_eval(data: Path, limit: int | None, min_gap: int, model: str | None = None) -> int:
     import json
 
@@ -196,6 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worksheet", type=int, default=None, metavar="N")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--related", action="store_true")
+    ap.add_argument("--totals", action="store_true")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--min-gap", type=int, default=2000)
     ap.add_argument("--model", default=None)
@@ -205,6 +227,8 @@ def main(argv=None) -> int:
         return 0
     if args.related:
         return related_eval(args.data, args.limit, args.min_gap, args.model)
+    if args.totals:
+        return totals(args.data)
     return score_checked(args.data)
 
 

@@ -7,8 +7,8 @@ Three kinds of link, each a plain function over a ``Document`` (no I/O, no print
   (``longdoc.segment.clauses``: numbered clauses, article markers, headings) or listed as unresolved;
   references to another instrument ("Section 365(n) of the Bankruptcy Code") are marked external;
 - **defined terms** (``"Confidential Information" means ...``, ``(the "Licensed Product")``,
-  ``(hereinafter "X")``) linked to their definition and every use; capitalised phrases used like
-  defined terms but never defined; terms defined but never used;
+  ``(hereinafter "X")``, ``('Distributor')``) linked to their definition and every use; capitalised
+  phrases used like defined terms but never defined; terms defined but never used;
 - **related clauses**: segment pairs that are close in the encoder's space but far apart in the text
   (``related_clauses``, over ``longdoc.tasks.ask.Passages``), scored with a hubness correction so
   boilerplate that resembles everything does not crowd the list, near-duplicates excluded.
@@ -76,11 +76,19 @@ _INLINE_TOP = re.compile(r"(?<=[.:;\]][ \t])(?P<num>\d{1,2})\.[ \t]+(?=[A-Z])")
 _TOC_LINE = re.compile(r"\.{4,}|\s\d{1,3}\s*$")
 
 # Defined terms.
-_Q_OPEN, _Q_CLOSE = "\"“", "\"”"
-_QTERM = rf"[{_Q_OPEN}](?P<term>[A-Z0-9][^\"“”\n]{{0,79}}?)[,.]?[{_Q_CLOSE}]"
+# A term is quoted in double quotes ("X", “X”) or in single quotes ('X', ‘X’). Quotes pair: inside
+# single quotes an apostrophe between two letters ('Licensee's Products', ‘Licensee’s Products’) is
+# part of the term, and a closing quote is one that no letter follows; an opening single quote is one
+# that no letter precedes (not the apostrophe of "Distributors' Products"). Inside double quotes any
+# apostrophe is the term's (“Licensee’s Products”).
+_SQ_CHAR = r"(?:[^\"“”'‘’\n]|(?<=\w)['’](?=\w))"
+_SQ_OPEN, _SQ_CLOSE = r"(?<!\w)['‘]", r"['’](?!\w)"
+_QTERM = (rf"(?:(?P<dq>[\"“])|{_SQ_OPEN})(?P<term>[A-Z0-9](?(dq)[^\"“”\n]|{_SQ_CHAR}){{0,79}}?)[,.]?"
+          rf"(?(dq)[\"”]|{_SQ_CLOSE})")
 _QTERM_RX = re.compile(_QTERM)
+_QUOTED = rf"(?:[\"“][^\"“”\n]{{1,80}}[\"”]|{_SQ_OPEN}{_SQ_CHAR}{{1,80}}{_SQ_CLOSE})"  # another term in a list
 _MEANS = re.compile(
-    rf"{_QTERM}(?=\s*(?:(?:,|or|and)\s*[{_Q_OPEN}][^\"“”\n]{{1,80}}[{_Q_CLOSE}]\s*)*\s*(?:\)\s*)?"
+    rf"{_QTERM}(?=\s*(?:(?:,|or|and)\s*{_QUOTED}\s*)*\s*(?:\)\s*)?"
     r"(?::|shall\s+mean|means|mean\b|shall\s+have\s+the\s+meaning|has\s+the\s+meaning|have\s+the\s+meaning|"
     r"shall\s+refer\s+to|refers\s+to|shall\s+include|includes|is\s+defined\s+as|shall\s+be\s+defined\s+as))")
 _CALLED = re.compile(rf"(?:defined\s+as|referred\s+to\s+(?:herein\s+)?as|hereinafter(?:\s+called)?|"
@@ -95,7 +103,7 @@ _FILLER = re.compile(
 _COLLECTIVE = re.compile(r"\s*(?:collectively|together|jointly|individually|each|all)\b", re.I)
 # A sentence end: not after an abbreviation such as "Corp." / "Inc." / "No." / "U.S." / a single initial.
 _SENTENCE_END = re.compile(r"(?<!\bInc)(?<!\bCorp)(?<!\bLtd)(?<!\bCo)(?<!\bNo)(?<!\bSt)(?<!\b[A-Z])"
-                           r"[.;!?][\"”)]?\s+(?=[A-Z\"“(])")
+                           r"[.;!?][\"”'’)]?\s+(?=[A-Z\"“'‘(])")
 _DETERMINER = r"(?:the|such|any|each|all|said|no|its|their|other|every|applicable|that|this|these|those)"
 _CAP_WORD = r"[A-Z][a-z][\w'’-]*"
 # A possessive ending ("Licensee's", "Distributors’"): the phrase is its owner's use.
