@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from longdoc import tokens as tk
 from longdoc.cli import cli
+from longdoc.errors import LongdocError
 from longdoc.model.files import load_tokenizer
 
 TEXT = "The Licensee shall pay the fees within 30 days.\nSection 2. Term — three years.\n"
@@ -150,14 +151,82 @@ def test_cli_unreadable_input_is_one_line_and_exit_2(tmp_path, kind, capfd):
 
 
 @pytest.mark.usefixtures("home")
-def test_cli_directory_skips_unreadable_files(tmp_path):
-    (tmp_path / "ok.txt").write_text(TEXT)
-    (tmp_path / "junk.bin").write_bytes(bytes(range(256)) * 4)
-    r = CliRunner().invoke(cli, ["tokens", "--json", str(tmp_path)], standalone_mode=False)
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_cli_directory_skips_unreadable_files(tmp_path, fmt):
+    """A file inside a directory that is not text is skipped with a note (a JSON object with --json),
+    and the exit status stays 0; a directory with nothing readable is an error."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ok.txt").write_text(TEXT)
+    (tmp_path / "d" / "junk.bin").write_bytes(bytes(range(256)) * 4)
+    as_json = ["--json"] if fmt == "json" else []
+    r = CliRunner().invoke(cli, ["tokens", *as_json, str(tmp_path / "d")], standalone_mode=False)
     assert r.exception is None
-    out = json.loads(r.stdout)
-    assert [f["path"] for f in out["files"]] == [str(tmp_path / "ok.txt")]
-    assert "skipped" in r.stderr and "junk.bin" in r.stderr
+    if fmt == "json":
+        assert [f["path"] for f in json.loads(r.stdout)["files"]] == [str(tmp_path / "d" / "ok.txt")]
+        assert json.loads(r.stderr) == {"warning": f"skipped {tmp_path / 'd' / 'junk.bin'}: binary file (NUL bytes), "
+                                                   "not text"}
+    else:
+        assert r.stdout.splitlines()[1].split()[0] == str(tmp_path / "d" / "ok.txt")
+        assert r.stderr == f"longdoc: skipped {tmp_path / 'd' / 'junk.bin'}: binary file (NUL bytes), not text\n"
+
+    (tmp_path / "d" / "ok.txt").unlink()
+    r = CliRunner().invoke(cli, ["tokens", *as_json, str(tmp_path / "d")], standalone_mode=False)
+    assert isinstance(r.exception, SystemExit if fmt == "json" else LongdocError) and r.stdout == ""
+    last = r.stderr.splitlines()[-1] if fmt == "json" else str(r.exception)
+    assert (json.loads(last) == {"error": "no readable file (1 skipped)"} if fmt == "json"
+            else last == "no readable file (1 skipped)")
+
+
+@pytest.mark.usefixtures("home")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_cli_each_unreadable_path_is_its_own_error(tmp_path, fmt):
+    """`tokens good.txt missing bad.bin good2.txt`, as classify and xref: the good files are counted
+    and printed, each bad PATH gets one line on stderr (a JSON object with --json), exit 2. It printed
+    nothing for the good files and one prose error under --json too."""
+    import subprocess
+    import sys
+
+    good, good2 = tmp_path / "good.txt", tmp_path / "good2.md"
+    good.write_text(TEXT)
+    good2.write_text("# Title\n\nSome *markdown* text.\n")
+    (tmp_path / "bad.bin").write_bytes(bytes(range(256)) * 4)
+    paths = [str(good), str(tmp_path / "missing.txt"), str(tmp_path / "bad.bin"), str(good2)]
+    as_json = ["--json"] if fmt == "json" else []
+    proc = subprocess.run([sys.executable, "-m", "longdoc", "tokens", *paths, *as_json], capture_output=True,
+                          text=True, env={**os.environ, "NO_COLOR": "1"})
+    assert proc.returncode == 2
+    errors = [f"{tmp_path / 'missing.txt'}: no such file or directory",
+              f"{tmp_path / 'bad.bin'}: binary file (NUL bytes), not text"]
+    want = [tk.count(TEXT, str(good), tokenizer=load_tokenizer()).model]
+    if fmt == "json":
+        out = json.loads(proc.stdout)
+        assert [f["path"] for f in out["files"]] == [str(good), str(good2)]
+        assert out["files"][0]["model"] == want[0]
+        assert out["total"]["model"] == sum(f["model"] for f in out["files"])
+        assert [json.loads(line) for line in proc.stderr.splitlines()] == [{"error": e} for e in errors]
+    else:
+        lines = proc.stdout.splitlines()
+        assert [line.split()[0] for line in lines[1:4]] == [str(good), str(good2), "total"]
+        assert lines[1].split()[2] == str(want[0])
+        assert proc.stderr.splitlines() == [f"longdoc: error: {e}" for e in errors]
+
+
+@pytest.mark.usefixtures("home")
+@pytest.mark.parametrize("argv", [["missing.txt"], ["missing.txt", "other.pdf"], ["--model", "no-such-folder", "a.txt"]],
+                         ids=["one", "two", "model"])
+def test_cli_json_errors_are_json(tmp_path, argv, monkeypatch):
+    """With --json every error is a JSON object on stderr, as ask, classify and xref print it; stdout
+    holds the (empty) counts, or nothing when the run could not start."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(TEXT)
+    r = run(["tokens", "--json", *argv])
+    assert isinstance(r.exception, SystemExit) and r.exception.code == 2
+    errs = [json.loads(line) for line in r.stderr.splitlines()]
+    if argv[0] == "--model":
+        assert r.stdout == "" and len(errs) == 1 and "no-such-folder" in errs[0]["error"]
+    else:
+        assert json.loads(r.stdout)["files"] == []
+        assert errs == [{"error": f"{p}: no such file or directory"} for p in argv]
 
 
 @pytest.mark.usefixtures("home")
@@ -171,8 +240,9 @@ def test_cli_encrypted_pdf_with_password(tmp_path):
     secret = tmp_path / "secret.pdf"
     with open(secret, "wb") as f:
         w.write(f)
-    r = run(["tokens", str(secret)])
-    assert "give its password with --password" in str(r.exception)
+    r = run(["tokens", str(secret)])  # the PATH's own error, one line on stderr
+    assert isinstance(r.exception, SystemExit) and r.exception.code == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"longdoc: error: {secret}") and "give its password with --password" in r.stderr
     got = _json(["--password", "pw", str(secret)])["files"][0]
     assert got["chars"] > 20 and got["cl100k_base"] > 5
 

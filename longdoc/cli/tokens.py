@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import nonempty_paths, one_line
+from longdoc.cli import errors_as_json, file_error, nonempty_paths, one_line
 from longdoc.errors import LongdocError
 
 
@@ -32,41 +32,55 @@ def command(paths, as_json, model, password):
     with the model's tokenizer and tiktoken's cl100k_base and o200k_base; show which context windows
     the total fits.
 
-    Files inside a directory that cannot be read as text (binaries, broken PDFs) are skipped with a
-    note on stderr; a PATH named on the command line that cannot be read is an error (exit 2). The
-    loader's warnings (PDF pages without text or with garbled text, invalid UTF-8) go to stderr, as
-    `ask` prints them. Text is read and counted in blocks, so a file of any size is counted in flat
-    memory.
+    A PATH named on the command line that cannot be read (missing, a binary, a broken PDF) does not
+    stop the others: its one-line error goes to stderr ({"error": ...} with --json) and it is left out
+    of stdout, which counts the files read (with --json, an empty "files" list if none was). Files
+    inside a directory that cannot be read as text are skipped with a note on stderr ({"warning":
+    "skipped ..."} with --json). The loader's warnings (PDF pages without text or with garbled text,
+    invalid UTF-8) go to stderr, as `ask` prints them. Text is read and counted in blocks, so a file of
+    any size is counted in flat memory.
+
+    Exit status: 0 when every PATH was counted, 2 on error, including when any PATH could not be read.
     """
     from longdoc import render
     from longdoc import tokens as tk
     from longdoc.model.files import load_tokenizer
     from longdoc.sources import stream
 
-    tokenizer = load_tokenizer(model)
-    counts, skipped = [], 0
-    for path in paths:
-        if path != "-" and not os.path.exists(path):
-            raise LongdocError(f"{path}: no such file or directory")
-        for file, named in _files(path):
-            try:  # read in blocks, never whole (longdoc/tokens.py: the counts equal the whole text's)
-                text = stream(file, password=password)
-                counts.append(tk.count_chunks(text.chunks, file, tokenizer=tokenizer))
-                for w in text.warnings:  # filled as the blocks were read
-                    render.file_warning(file, w, as_json=as_json)
-            except LongdocError as e:
-                if named:
-                    raise
-                click.echo(f"longdoc: skipped {one_line(str(e))}", err=True)
-                skipped += 1
-    if not counts:
-        raise LongdocError("no readable file" + (f" ({skipped} skipped)" if skipped else ""))
+    counts, skipped, failed = [], 0, 0
+    with errors_as_json(as_json):
+        tokenizer = load_tokenizer(model)  # an error here would recur on every PATH: it stops the run
+        for path in paths:
+            try:
+                if path != "-" and not os.path.exists(path):
+                    raise LongdocError(f"{path}: no such file or directory")
+                for file, named in _files(path):
+                    try:  # read in blocks, never whole (longdoc/tokens.py: the counts equal the whole text's)
+                        text = stream(file, password=password)
+                        counts.append(tk.count_chunks(text.chunks, file, tokenizer=tokenizer))
+                        for w in text.warnings:  # filled as the blocks were read
+                            render.file_warning(file, w, as_json=as_json)
+                    except LongdocError as e:
+                        if named:
+                            raise
+                        if as_json:
+                            render.warning(f"skipped {e}", as_json=True)
+                        else:
+                            click.echo(f"longdoc: skipped {one_line(str(e))}", err=True)
+                        skipped += 1
+            except LongdocError as e:  # this PATH alone; the others are still counted
+                file_error(e, as_json)
+                failed += 1
+        if not counts and not failed:
+            raise LongdocError("no readable file" + (f" ({skipped} skipped)" if skipped else ""))
     total = tk.total(counts)
     if as_json:
         sys.stdout.write(render.dumps({"files": [c.to_dict() for c in counts], "total": total.to_dict(),
                                        "windows": dict(tk.WINDOWS)}) + "\n")
-        return 0
-    _table(counts, total, tk, render.shown_path)
+    elif counts:  # no empty table when no PATH could be read
+        _table(counts, total, tk, render.shown_path)
+    if failed:
+        sys.exit(2)
     return 0
 
 
