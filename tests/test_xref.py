@@ -106,6 +106,55 @@ def test_reference_forms(text, key):
     assert [x.key for x in r.references] == [key]
 
 
+LETTERED = """DISTRIBUTOR AGREEMENT
+
+9. Information
+
+A) The Distributor will supply monthly sales prospects.
+
+D) The Distributor will supply an annual sales plan.
+
+10. Reports
+
+The Distributor files its reports with the regulator.
+
+12. Payment
+
+(a) Invoices are due in thirty days.
+
+(b) Late payments bear interest.
+
+14. Minimum Purchase
+
+Quantities are agreed in the sales plan noted in clause 9D, paid under Section 12b, reported
+under Section 10K, listed in Schedule 2A and clause 9F, and set out in Section 12.1c.
+"""
+
+
+def test_a_number_run_into_a_letter_is_the_lettered_item_of_that_clause():
+    """Lucid's "clause 9D" names item D) of clause 9 and was unresolved; "Section 12b" was not read
+    as a reference at all. Without such an item the reference falls back to its clause (partial);
+    appended documents ("Schedule 2A") keep their key as printed."""
+    got = _resolved(xref(_doc(LETTERED), related=False))
+    assert ("clause 9D", "resolved", "9(D)") in got
+    assert ("Section 12b", "resolved", "12(b)") in got
+    assert ("Section 10K", "partial", "10") in got  # no item (k) in clause 10
+    assert ("clause 9F", "partial", "9") in got
+    assert ("Section 12.1c", "partial", "12") in got
+    assert ("Schedule 2A", "unresolved", None) in got
+
+
+def test_real_cuad_contract_lettered_reference(shared_data):
+    from longdoc.sources import load
+
+    paths = sorted((shared_data / "cuad").glob("*/LUCIDINC_04_15_2011-EX-10.9-DISTRIBUTOR AGREEMENT.*"))
+    assert [p.suffix for p in paths] == [".pdf", ".txt"]
+    for path in paths:
+        ref = next(x for x in xref(load(path), related=False).references if x.text == "clause 9D")
+        assert (ref.status, ref.target.label) == ("resolved", "9(D)"), path.suffix
+        assert "supply Lucid, on an annual" in ref.target.title, path.suffix
+
+
 def test_a_bare_letter_after_section_is_not_a_reference():
     r = xref(_doc("The Section Headings are for convenience. See section A of the brochure."), related=False)
     assert r.references == []

@@ -27,7 +27,7 @@ from longdoc.sources.document import Document, Segment
 # Patterns
 
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100}
-_NUM = r"\d{1,3}(?:\.\d{1,3})*[A-Z]?(?![\w])"  # 4 / 4.2 / 12.3.1 / 4A
+_NUM = r"\d{1,3}(?:\.\d{1,3})*[A-Za-z]?(?![\w])"  # 4 / 4.2 / 12.3.1 / 4A / 9d
 _ROMAN = r"[IVXLC]{1,7}(?![\w])"
 _LETTER = r"[A-Z](?:-\d{1,2})?(?![\w])"  # Exhibit B / Schedule A-1
 _SUB = r"\((?:[a-z]{1,4}|[A-Z]{1,2}|\d{1,2})\)"  # (b) / (iv) / (A) / (3)
@@ -58,6 +58,10 @@ _EXTERNAL = re.compile(r"\s*(?:of|under|in)\s+(?:the\s+)?(?!this\b|these\b|hereo
 _EXTERNAL_BEFORE = re.compile(r"(?:C\.F\.R\.?|U\.S\.C\.?|\bCode|\bTitle\s+\d+|\bChapter\s+[\dIVXLC]+|"
                               r"\bRegulations?|\bAct|(?P<caps>\b[A-Z]{2,6}))[,\s]*$")
 _DIRECTION = re.compile(r"\s*(?:,\s*)?(above|below|hereof|herein|hereto|hereunder|of this Agreement)\b", re.I)
+
+# "clause 9D", "Section 12b": a number run into one letter names a clause numbered "9D" where there
+# is one, else the lettered item of clause 9 ("9(d)" / "9(D)"), else clause 9 itself (partial).
+_LETTERED = re.compile(r"(?P<num>\d{1,3}(?:\.\d{1,3})*)(?P<letter>[A-Za-z])")
 
 # Anchors that the segmenter labels: "12.3", "12.3(b)", "(b)", "ARTICLE IV", headings.
 _NUM_LABEL = re.compile(r"^(?P<num>\d{1,3}(?:\.\d{1,3})*[A-Z]?)?(?P<subs>(?:\([^)]{1,4}\))*)$")
@@ -360,27 +364,37 @@ def find_references(doc: Document) -> list[tuple[int, int, str, str, bool]]:
     return out
 
 
-def _key_variants(kind: str, item: str) -> list[tuple[str, str]]:
-    """(anchor kind, anchor key) to try, most specific first."""
+def _key_variants(kind: str, item: str) -> list[tuple[str, str, bool]]:
+    """(anchor kind, anchor key, exact) to try, most specific first; a target found by a key that is
+    not exact is the enclosing clause (``partial``)."""
     num, subs = _split_item(item)
     out = []
     if kind in ("section", "article", "part") and num:
         n = num if num[0].isdigit() else (str(roman_to_int(num)) if roman_to_int(num) else num)
         if kind == "section":
             for k in range(len(subs), -1, -1):
-                out.append(("section", n + "".join(subs[:k])))
-            out.append(("article", n))
+                out.append(("section", n + "".join(subs[:k]), k == len(subs)))
+            lm = _LETTERED.fullmatch(n)
+            if lm:
+                # "9D" -> "9(D)" / "9(d)", the letter's case as printed first, then the other
+                n, letter = lm.group("num"), lm.group("letter")
+                for sub in dict.fromkeys((f"({letter})", f"({letter.lower()})", f"({letter.upper()})")):
+                    for k in range(len(subs), -1, -1):
+                        out.append(("section", n + sub + "".join(subs[:k]), k == len(subs)))
+            out.append(("article", num if lm else n, not subs))
+            if lm:
+                out.append(("section", n, False))
             # "Section 4.2.1" in a document numbered only to 4.2: point at the enclosing clause
             parts = n.split(".")
             for k in range(len(parts) - 1, 0, -1):
-                out.append(("section", ".".join(parts[:k])))
+                out.append(("section", ".".join(parts[:k]), False))
         elif kind == "article":
-            out.append(("article", n))
-            out.append(("section", n))
+            out.append(("article", n, not subs))
+            out.append(("section", n, not subs))
         else:
-            out.append(("part", n))
+            out.append(("part", n, not subs))
     elif kind in _APPENDED or kind == "part":
-        out.append((kind, num.upper()))
+        out.append((kind, num.upper(), not subs))
     return out
 
 
@@ -478,13 +492,11 @@ def resolve_references(doc: Document, anchors: list[Anchor]) -> list[Reference]:
                 target = _inline_item(doc, subs[0], s, direction, taken)
                 status = "resolved" if target is not None else "unresolved"
         else:
-            for i, (k_kind, k_key) in enumerate(_key_variants(kind, item)):
+            for k_kind, k_key, exact in _key_variants(kind, item):
                 cands = index.get((k_kind, k_key))
                 if cands:
                     target = _choose(cands, s, direction, region_of)
-                    exact = (k_key == item or k_kind != kind or i == 0
-                             or (kind == "article" and k_kind == "section"))
-                    status = "resolved" if exact and not (subs and "(" not in k_key) else "partial"
+                    status = "resolved" if exact else "partial"
                     break
         out.append(Reference(written, kind, item, place, status, target, source))
     return out
