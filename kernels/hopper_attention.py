@@ -57,6 +57,15 @@ if HAVE_GLUON:
     _SUB_M = gl.constexpr(SUB_M)
 
     @gluon.jit
+    def _reach(c: gl.constexpr, window, BLOCK: gl.constexpr, NUM_C: gl.constexpr):
+        """(n_blk, t_lo, t_hi): a program's NUM_C * 64 rows (or keys) meet blocks t = 0 .. n_blk - 1 of
+        BLOCK keys (or rows) starting w before its first one; consumer c's 64 reach [t_lo, t_hi)."""
+        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK - 1) // BLOCK
+        t_lo = (c * _SUB_M) // BLOCK
+        t_hi = gl.minimum((c * _SUB_M + _SUB_M - 1 + 2 * window) // BLOCK + 1, n_blk)
+        return n_blk, t_lo, t_hi
+
+    @gluon.jit
     def _softmax_step(s, m_i, l_i, masked, kb, q_idx, N, window, qk_scale, BLOCK_N: gl.constexpr,
                       col_s: gl.constexpr):
         """Online softmax over score block s (keys kb + [0, BLOCK_N)); masks only when told to."""
@@ -126,9 +135,7 @@ if HAVE_GLUON:
         # [t_lo, t_hi) (keys r0 - w .. r0 + 63 + w)
         r0 = m0 + c * _SUB_M
         key0 = m0 - window
-        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_N - 1) // BLOCK_N
-        t_lo = (c * _SUB_M) // BLOCK_N
-        t_hi = gl.minimum((c * _SUB_M + _SUB_M - 1 + 2 * window) // BLOCK_N + 1, n_blk)
+        n_blk, t_lo, t_hi = _reach(c, window, BLOCK_N, NUM_C)
 
         q_idx = r0 + gl.arange(0, _SUB_M, layout=row_s)
         m_i = gl.full([_SUB_M], -1.0e30, gl.float32, layout=row_s)
@@ -198,7 +205,7 @@ if HAVE_GLUON:
             mbarrier.expect(q_bar.index(c), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [b, h, m0 + c * _SUB_M, 0], q_bar.index(c), q_smem.index(c))
         key0 = m0 - window
-        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_N - 1) // BLOCK_N
+        n_blk = _reach(0, window, BLOCK_N, NUM_C)[0]
         for t in range(n_blk):
             slot = t % STAGES
             mbarrier.wait(empty_bar.index(slot), ((t // STAGES) & 1) ^ 1)  # the first pass finds them free
@@ -327,9 +334,7 @@ if HAVE_GLUON:
         # blocks [t_lo, t_hi) (rows kr0 - w .. kr0 + 63 + w)
         kr0 = n0 + c * _SUB_M
         row0 = n0 - window
-        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_M - 1) // BLOCK_M
-        t_lo = (c * _SUB_M) // BLOCK_M
-        t_hi = gl.minimum((c * _SUB_M + _SUB_M - 1 + 2 * window) // BLOCK_M + 1, n_blk)
+        n_blk, t_lo, t_hi = _reach(c, window, BLOCK_M, NUM_C)
         k_idx = kr0 + gl.arange(0, _SUB_M, layout=row_s)
         bh = b.to(gl.int64) * H + h.to(gl.int64)
         dk = gl.zeros([_SUB_M, HEAD_DIM], gl.float32, layout=o_layout)
@@ -369,22 +374,18 @@ if HAVE_GLUON:
             s, dp = warpgroup_mma_wait(0, deps=(s, dp))
             p = gl.exp2(s * qk_scale - lse_g[None, :])
             ds = (p * (dp - delta_g[None, :])).to(dtype)
-            ag_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-            dv = warpgroup_mma(gl.convert_layout(p.to(dtype), ag_layout), dog_smem, dv)
-            dk = warpgroup_mma(gl.convert_layout(ds, ag_layout), qg_smem, dk)
+            dv = warpgroup_mma(gl.convert_layout(p.to(dtype), a_layout), dog_smem, dv)
+            dk = warpgroup_mma(gl.convert_layout(ds, a_layout), qg_smem, dk)
             if PART_DQ:  # dQ_g partial from these keys: (D, G_PAD) = K^T dS^T, dS^T staged in shared memory
                 dsg = dsg_smem.index(c)
                 dsg.store(ds)
                 fence_async_shared()
-                q_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                                   instr_shape=[16, G_PAD, 16])
                 dqg = warpgroup_mma(k_c.permute((1, 0)), dsg,
-                                    gl.zeros([HEAD_DIM, G_PAD], gl.float32, layout=q_layout), use_acc=False)
-                offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, q_layout))
-                offs_q = gl.arange(0, G_PAD, layout=gl.SliceLayout(0, q_layout))
+                                    gl.zeros([HEAD_DIM, G_PAD], gl.float32, layout=g_layout), use_acc=False)
+                offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(1, g_layout))
                 chunk = bh * gl.cdiv(N, _SUB_M) + kr0 // _SUB_M
-                gl.store(PDQ + chunk * (G_PAD * HEAD_DIM) + offs_q[None, :] * HEAD_DIM + offs_d[:, None], dqg,
-                         mask=(offs_q[None, :] >= 0) & (kr0 < N))  # a consumer past the end has no chunk
+                gl.store(PDQ + chunk * (G_PAD * HEAD_DIM) + offs_g[None, :] * HEAD_DIM + offs_d[:, None], dqg,
+                         mask=(offs_g[None, :] >= 0) & (kr0 < N))  # a consumer past the end has no chunk
 
         # K, V are read no more: their tiles take dK (scaled) and dV out (rows >= N are dropped)
         k_c.store((dk * sm_scale).to(dtype))
@@ -408,7 +409,7 @@ if HAVE_GLUON:
             tma.async_copy_global_to_shared(k_desc, [b, h, n0 + c * _SUB_M, 0], kv_bar.index(c), k_smem.index(c))
             tma.async_copy_global_to_shared(v_desc, [b, h, n0 + c * _SUB_M, 0], kv_bar.index(c), v_smem.index(c))
         row0 = n0 - window
-        n_blk = (NUM_C * _SUB_M + 2 * window + BLOCK_M - 1) // BLOCK_M
+        n_blk = _reach(0, window, BLOCK_M, NUM_C)[0]
         for t in range(n_blk):
             slot = t % STAGES
             mbarrier.wait(empty_bar.index(slot), ((t // STAGES) & 1) ^ 1)
@@ -509,13 +510,21 @@ def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tens
     """Whether this kernel serves a forward band pass: an sm_90 GPU, Gluon's Hopper support, bf16 /
     fp16, head dim 64 or 128, dilation 1, no key padding, a global tile of at most 64 keys that fits
     the shared memory, TMA-legal strides and rows within int32 coordinates."""
-    if not (ENABLED and HAVE_GLUON and q.is_cuda) or dilation != 1 or has_kpm:
+    return (ENABLED and _hopper_call(q, dilation, has_kpm, g_pad, TILES, (q, k, v, out))
+            and _smem_bytes(q.shape[-1], g_pad) <= _SMEM_LIMIT)
+
+
+def _hopper_call(q, dilation: int, has_kpm: bool, g_pad: int, tiles: dict, tensors) -> bool:
+    """What both Hopper kernels need of a call: an sm_90 GPU, Gluon's Hopper support, bf16 / fp16, a
+    head dim in ``tiles``, dilation 1, no key padding, at most 64 global keys, TMA-legal strides and
+    rows within int32 coordinates."""
+    if not (HAVE_GLUON and q.is_cuda) or dilation != 1 or has_kpm:
         return False
-    if q.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] not in TILES or g_pad > _MAX_G_PAD:
+    if q.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] not in tiles or g_pad > _MAX_G_PAD:
         return False
     if torch.cuda.get_device_capability(q.device) != (9, 0) or q.shape[2] >= 2 ** 31 - 2 ** 20:
         return False
-    return _smem_bytes(q.shape[-1], g_pad) <= _SMEM_LIMIT and all(_tma_ok(t) for t in (q, k, v, out))
+    return all(_tma_ok(t) for t in tensors)
 
 
 _LAYOUTS: dict = {}
@@ -570,16 +579,12 @@ def _tiles_bwd(head_dim: int) -> tuple:
 def supported_bwd(q, k, v, do, dk, dv, dilation: int, has_kpm: bool, g_pad: int) -> bool:
     """Whether ``band_dkdv`` serves the backward's dK/dV band pass: as ``supported`` for the forward,
     with ``g_pad`` the global rows' tile when they share k, v (0 otherwise)."""
-    if not (ENABLED_BWD and HAVE_GLUON and q.is_cuda) or dilation != 1 or has_kpm:
-        return False
-    if q.dtype not in (torch.bfloat16, torch.float16) or q.shape[-1] not in TILES_BWD or g_pad > _MAX_G_PAD:
-        return False
-    if torch.cuda.get_device_capability(q.device) != (9, 0) or q.shape[2] >= 2 ** 31 - 2 ** 20:
+    if not (ENABLED_BWD and _hopper_call(q, dilation, has_kpm, g_pad, TILES_BWD, (q, k, v, do, dk, dv))):
         return False
     bm, stages, num_c, _, _ = _tiles_bwd(q.shape[-1])
     gp = max(g_pad, 16)
     smem = 2 * q.shape[-1] * (2 * num_c * SUB_M + 2 * stages * bm + 2 * gp) + 2 * num_c * SUB_M * gp + 1024
-    return smem <= _SMEM_LIMIT and all(_tma_ok(t) for t in (q, k, v, do, dk, dv))
+    return smem <= _SMEM_LIMIT
 
 
 def band_dkdv(q, k, v, do, dk, dv, lse2, delta, window: int, qk_scale: float, sm_scale: float, g_pad: int = 0,
@@ -599,13 +604,6 @@ def band_dkdv(q, k, v, do, dk, dv, lse2, delta, window: int, qk_scale: float, sm
         delta_g if g_pad else delta, pdq if pdq is not None else lse2,
         H, N, window, qk_scale, sm_scale,
         HEAD_DIM=D, BLOCK_M=bm, G_PAD=g_pad, G_LAYOUT=_layout(gp, D, q.dtype, 2),
-        DS_LAYOUT=_layout_2d(SUB_M, gp, q.dtype), STAGES=stages, NUM_C=num_c, CONS_REGS=cregs,
+        DS_LAYOUT=_layout(SUB_M, gp, q.dtype, 2), STAGES=stages, NUM_C=num_c, CONS_REGS=cregs,
         PART_DQ=pdq is not None, num_warps=4, maxnreg=maxnreg)
 
-
-def _layout_2d(rows: int, cols: int, dtype: torch.dtype):
-    key = ("2d", rows, cols, dtype)
-    if key not in _LAYOUTS:
-        dt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-        _LAYOUTS[key] = gl.NVMMASharedLayout.get_default_for([rows, cols], dt)
-    return _LAYOUTS[key]

@@ -88,7 +88,7 @@ def test_dkdv_kernel_compiles_for_sm90_without_serialised_wgmma(head_dim, g_pad,
                DS_LAYOUT="constexpr", STAGES="constexpr", NUM_C="constexpr", CONS_REGS="constexpr",
                PART_DQ="constexpr", num_warps="constexpr")
     const = dict(HEAD_DIM=head_dim, BLOCK_M=bm, G_PAD=g_pad, G_LAYOUT=ha._layout(gp, head_dim, torch.bfloat16, 2),
-                 DS_LAYOUT=ha._layout_2d(ha.SUB_M, gp, torch.bfloat16), STAGES=stages, NUM_C=num_c,
+                 DS_LAYOUT=ha._layout(ha.SUB_M, gp, torch.bfloat16, 2), STAGES=stages, NUM_C=num_c,
                  CONS_REGS=cregs, PART_DQ=part, num_warps=4)
     kernel = triton.compile(GluonASTSource(ha._ws_band_dkdv_kernel, sig, const), target=GPUTarget("cuda", 90, 32),
                             options=dict(num_warps=4, maxnreg=maxnreg))
