@@ -31,11 +31,21 @@ _STOP = frozenset("the a an and or of to in on for by with is are be this that w
                   "does do any there".split())
 
 
+class _Console(Console):
+    """Rich's console, except when the reader leaves (`longdoc ask ... --color always | head -1`): Rich
+    then exits 1 on its own, which for longdoc means "nothing found"; the BrokenPipeError goes on to the
+    CLI, which ends quietly with 0 as for the plain and JSON outputs."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write: the rest of the output goes nowhere
+        raise BrokenPipeError
+
+
 def console(stderr: bool = False, color: str = "auto", width: int | None = None, file=None) -> Console:
     """A themed console; ``color`` is auto | always | never (NO_COLOR is honoured for auto)."""
     force = True if color == "always" else None  # "never" keeps the layout, drops the colour
-    return Console(theme=THEME, stderr=stderr, file=file, width=width, force_terminal=force,
-                   no_color=(color == "never") or None, highlight=False, soft_wrap=False)
+    return _Console(theme=THEME, stderr=stderr, file=file, width=width, force_terminal=force,
+                    no_color=(color == "never") or None, highlight=False, soft_wrap=False)
 
 
 def _stem(word: str) -> str:

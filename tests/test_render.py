@@ -64,3 +64,23 @@ def test_a_file_name_that_is_not_utf8_prints_and_stays_valid_json():
     render.answers_json(a, out)
     out.getvalue().encode("utf-8")  # no lone surrogate left
     assert json.loads(out.getvalue())[0]["results"][0]["path"] == name
+
+
+def test_rich_output_to_a_reader_that_left_is_a_quiet_exit_0(tmp_path):
+    """`longdoc xref --format tree FILE | head -1` (or any --color always output): Rich's own answer to
+    a closed pipe was exit 1, which for longdoc means "nothing found"; the CLI ends quietly with 0,
+    as it does for the plain and JSON outputs."""
+    import os
+    import subprocess
+    import sys
+
+    doc = tmp_path / "c.txt"
+    doc.write_text("SERVICES AGREEMENT\n\n1. Definitions. \"Services\" means the work in Exhibit A.\n\n"
+                   "2. Fees. The Customer pays as set out in Section 1.\n", encoding="utf-8")
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    for fmt in ("tree", "plain"):
+        p = subprocess.Popen([sys.executable, "-m", "longdoc", "xref", "--no-related", "--format", fmt, str(doc)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p.stdout.close()
+        err = p.stderr.read()
+        assert (fmt, p.wait(timeout=120), err) == (fmt, 0, b"")
