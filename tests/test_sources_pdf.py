@@ -198,3 +198,29 @@ def test_truncated_or_corrupted_pdf_loads_or_fails_cleanly(tmp_path, cut, flip):
         assert doc.text.strip()
         if doc.kind == "pdf":
             assert len(doc.page_starts) >= 1 and doc.page_starts[0] == 0
+
+
+def test_text_that_mentions_the_pdf_header_is_text(tmp_path):
+    """A source file or note that names the `%PDF-` header in its first KiB (longdoc's own
+    sources/__init__.py, a test holding a PDF's bytes) is text, by `load` and `stream` (it was read
+    as a broken PDF: "cannot read PDF", and `longdoc index` of this repository failed on 3 files)."""
+    from longdoc.sources import looks_like_pdf, stream
+
+    code = tmp_path / "make.py"
+    code.write_text('"""Writes a (a ``%PDF-`` header) file."""\nBROKEN = b"%PDF-1.7\\nnot a pdf"\n', encoding="utf-8")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# The format\n\nA PDF starts with a header line:\n\n```\n%PDF-1.7\n```\n", encoding="utf-8")
+    for p, kind in ((code, "code"), (notes, "markdown")):
+        doc = load(str(p))
+        assert (doc.kind, doc.text) == (kind, p.read_text(encoding="utf-8"))
+        s = stream(str(p))
+        assert (s.kind, "".join(s.chunks)) == ("text", doc.text)
+    # A PDF: the header first; or after junk in a file named .pdf, or after junk that is not text
+    # (a MacBinary-style header of NULs and controls), wherever the name
+    pdf = make_pdf([["Hello world"]])
+    assert looks_like_pdf(pdf) and looks_like_pdf(b"HTTP/1.1 200 OK\r\n\r\n" + pdf, "x.pdf")
+    assert not looks_like_pdf(b"HTTP/1.1 200 OK\r\n\r\n" + pdf, "x.txt")
+    for name, data in (("saved.pdf", b"HTTP/1.1 200 OK\r\n\r\n" + pdf), ("mac.bin", b"\x00\x05doc\x00\x00" + pdf)):
+        (tmp_path / name).write_bytes(data)
+        assert load(str(tmp_path / name)).kind == "pdf" and "Hello world" in load(str(tmp_path / name)).text
+        assert stream(str(tmp_path / name)).kind == "pdf"

@@ -84,7 +84,7 @@ def _text_size(path: str) -> int | None:
         if not stat.S_ISREG(st.st_mode):
             return None
         with open(path, "rb") as f:
-            return None if looks_like_pdf(f.read(1024)) else st.st_size
+            return None if looks_like_pdf(f.read(1024), path) else st.st_size
     except OSError:
         return None  # the loader says what is wrong
 

@@ -23,6 +23,7 @@ time does not grow linearly with the file's size.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -122,9 +123,21 @@ def _read_bytes(path: str) -> bytes:
         _close(f)
 
 
-def looks_like_pdf(data: bytes) -> bool:
-    # The PDF spec lets the header sit anywhere in the first 1024 bytes (readers tolerate junk before).
-    return b"%PDF-" in data[:1024]
+# Bytes that text does not hold (C0 controls other than tab, line breaks and form feed; DEL).
+_NOT_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def looks_like_pdf(data: bytes, path: str | os.PathLike | None = None) -> bool:
+    """Whether ``data`` (a file's first bytes) is a PDF's start. Readers tolerate junk before the
+    ``%PDF-`` header, anywhere in the first 1024 bytes; but a text file that only mentions the header
+    (a PDF library's source, a test holding a PDF's bytes, notes on the format) is text. So a header
+    after other bytes counts only in a file named ``.pdf`` or after junk that is not text."""
+    at = data.find(b"%PDF-", 0, 1024)
+    if at <= 0:
+        return at == 0
+    if path is not None and os.path.splitext(os.fspath(path))[1].lower() == ".pdf":
+        return True
+    return _NOT_TEXT.search(data, 0, at) is not None
 
 
 def load(path: str | os.PathLike, *, password: str | None = None,
@@ -138,7 +151,7 @@ def load(path: str | os.PathLike, *, password: str | None = None,
     path = os.fspath(path)
     data = _read_bytes(path)
     ext = os.path.splitext(path)[1].lower()
-    if looks_like_pdf(data):
+    if looks_like_pdf(data, path):
         text, page_starts, warnings = read_pdf(data, path, password=password, timeout=timeout)
         return Document(path, text, "pdf", page_starts=page_starts, warnings=warnings)
     if ext == ".pdf":
@@ -179,7 +192,7 @@ def stream(path: str | os.PathLike, *, password: str | None = None,
     f = _open_bytes(path)
     try:
         head = f.read(SAMPLE_BYTES)
-        if looks_like_pdf(head):
+        if looks_like_pdf(head, path):
             data = head + f.read()
             _close(f)
             warnings: list[str] = []
