@@ -276,3 +276,18 @@ def _holds_files(db: Path) -> bool:
             return c.execute("SELECT COUNT(*) FROM files").fetchone()[0] > 0
     except sqlite3.Error:
         return False
+
+
+# -- files that cannot be read ---------------------------------------------------------------------
+
+def test_a_file_that_fails_is_named_once(tree, capsys, fake_model):
+    """`longdoc index` and `index status` name a file that cannot be read once, then the reason (they
+    said "broken.pdf: broken.pdf: cannot read PDF: ...", the loader's message holding the path too)."""
+    (tree / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4\ngarbage")
+    rc, _, err = run_cli(capsys, "index", str(tree))
+    assert rc == 2 and err.splitlines()[0].startswith("longdoc: docs/broken.pdf: cannot read PDF: "), err
+    rc, out, _ = run_cli(capsys, "index", "status", str(tree))
+    assert rc == 0 and "  failed  docs/broken.pdf: cannot read PDF: " in out, out
+    rc, out, _ = run_cli(capsys, "index", "status", str(tree), "--json")
+    assert [p for p, _ in json.loads(out)["failed"]] == ["docs/broken.pdf"]
+    assert json.loads(out)["failed"][0][1].startswith("cannot read PDF: ")

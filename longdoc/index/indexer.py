@@ -430,6 +430,13 @@ class _Loaded:
         return str(PurePosixPath(self.entry.rel).parent), self.doc.kind, self.doc.language
 
 
+def failure_reason(rel: str, message: str) -> str:
+    """Why a file failed, without its name: the loader's errors begin with the path, which every
+    reader of ``Report.failed`` and ``Status.failed`` shows beside the reason already (rows stored
+    before this was done still hold it)."""
+    return message[len(rel) + 2:] if message.startswith(f"{rel}: ") else message
+
+
 def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, password,
               on_warning) -> _Loaded | None:
     """Read and segment one file; None when it vanished (pruned) or failed to load (recorded). The
@@ -449,7 +456,7 @@ def _load_one(store: Store, e: Entry, encoder, report: Report, load, segment, pa
     try:
         doc = load(str(e.path), password=password)
     except LongdocError as err:
-        msg = str(err).replace(str(e.path), e.rel)
+        msg = failure_reason(e.rel, str(err).replace(str(e.path), e.rel))
         store.replace_file(e.rel, sha256=sha, size=st.st_size, mtime_ns=st.st_mtime_ns, kind=None,
                            language=None, n_tokens=0, n_pages=None, error=msg, segments=(), vectors=None,
                            indexed_at=t_read)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import LongdocError
 from . import locate
-from .indexer import _RACY_S, _selection, list_files, sha256_file
+from .indexer import _RACY_S, _selection, failure_reason, list_files, sha256_file
 from .store import IndexLock, Store, remove_db, staging_path
 
 
@@ -55,7 +55,7 @@ def status(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) 
         st.files, st.segments, st.tokens = c["files"], c["segments"], c["tokens"]
         rows = store.files()
     st.db_bytes = db_size(db)
-    st.failed = sorted((p, r.error) for p, r in rows.items() if r.error)
+    st.failed = sorted((p, failure_reason(p, r.error)) for p, r in rows.items() if r.error)
     if root.is_dir():
         opts, files_from = _selection(st.manifest, None, None)
         live = {e.rel: e for e in list_files(root, opts, files_from).files}
