@@ -291,3 +291,25 @@ def test_a_file_that_fails_is_named_once(tree, capsys, fake_model):
     rc, out, _ = run_cli(capsys, "index", "status", str(tree), "--json")
     assert [p for p, _ in json.loads(out)["failed"]] == ["docs/broken.pdf"]
     assert json.loads(out)["failed"][0][1].startswith("cannot read PDF: ")
+
+
+def test_json_mode_errors_are_json(tree, tmp_path, capsys, fake_model):
+    """`index --json` (and `index status --json`) said its errors in prose, unlike the other verbs:
+    a missing root, a file that could not be read, a --files-from name that is not there."""
+    rc, out, err = run_cli(capsys, "index", "--json", str(tmp_path / "nowhere"))
+    assert rc == 2 and out == "" and "not a directory" in json.loads(err)["error"]
+    (tree / "docs" / "broken.pdf").write_bytes(b"%PDF-1.4\ngarbage")
+    rc, out, err = run_cli(capsys, "index", "--json", str(tree))
+    assert rc == 2 and [p for p, _ in json.loads(out)["failed"]] == ["docs/broken.pdf"]
+    assert [json.loads(line) for line in err.splitlines()] == [
+        {"error": "docs/broken.pdf: " + json.loads(out)["failed"][0][1]}]
+    listing = tmp_path / "list"
+    listing.write_text("notes.txt\nnope.txt\n")
+    rc, out, err = run_cli(capsys, "index", "--json", str(tree), "--files-from", str(listing))
+    assert rc == 0 and json.loads(out)["files"] == 1
+    assert [json.loads(line) for line in err.splitlines()] == [
+        {"warning": "--files-from: nope.txt does not exist; not indexed"}]
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "index.sqlite").write_bytes(b"not a database" * 100)
+    rc, out, err = run_cli(capsys, "index", "status", "--json", str(tree), "--index", str(tmp_path / "damaged"))
+    assert rc == 2 and out == "" and "error" in json.loads(err)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import click
 
-from longdoc.cli import nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths
 from longdoc.errors import LongdocError
 
 class _IndexGroup(click.Group):
@@ -132,7 +132,8 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
     (it is listed; the others are indexed) or on error, 130 when interrupted (what was done is kept).
     The loader's warnings about the files read (PDF pages without text or with garbled text, invalid
     UTF-8) go to stderr as each file is read, as `ask` prints them (a JSON object with --json, and in
-    the report's "warnings").
+    the report's "warnings"). With --json, errors are JSON objects on stderr too ({"error": ...}), one
+    for each file that could not be read (also in the report's "failed").
     """
     from longdoc.index import WalkOptions, build
     from longdoc.index.walk import DEFAULT_MAX_SIZE
@@ -154,9 +155,10 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
                        err=True)
 
     try:
-        report = build(path, model=model, window=window, index_dir=index_dir, walk_options=opts,
-                       files_from=files_from, rebuild=rebuild, wait=wait, on_wait=on_wait, progress=line,
-                       password=password, on_warning=on_warning)
+        with errors_as_json(as_json):
+            report = build(path, model=model, window=window, index_dir=index_dir, walk_options=opts,
+                           files_from=files_from, rebuild=rebuild, wait=wait, on_wait=on_wait, progress=line,
+                           password=password, on_warning=on_warning)
     except KeyboardInterrupt:
         line.close()
         done = line.state.files_done if line.state else 0
@@ -181,14 +183,24 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
                        f"{report.unchanged:,} unchanged; {report.files:,} files, {report.tokens:,} tokens "
                        f"in {secs}{rate}" + (" (rebuilt)" if report.rebuilt else ""))
     if files_from is not None:  # the user named these files: say which were not there
+        from longdoc.render import warning
+
         for rel, why in report.skipped:
             if why in ("does not exist", "is a folder"):
-                click.echo(f"longdoc: --files-from: {_shown(rel)} {why}; not indexed", err=True)
+                message = f"--files-from: {_shown(rel)} {why}; not indexed"
+                if as_json:
+                    warning(message, as_json=True)
+                else:
+                    click.echo(f"longdoc: {message}", err=True)
     for rel, why in report.failed:
-        click.echo(f"longdoc: {_shown(rel)}: {_shown(why)}", err=True)
+        if as_json:
+            file_error(LongdocError(f"{_shown(rel)}: {why}"), True)
+        else:
+            click.echo(f"longdoc: {_shown(rel)}: {_shown(why)}", err=True)
     if report.failed:
-        click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they change)",
-                   err=True)
+        if not as_json:  # (JSON: the report's "failed" counts them)
+            click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they change)",
+                       err=True)
         sys.exit(2)
 
 
@@ -203,7 +215,8 @@ def status_cmd(path, index_dir, as_json):
     """
     from longdoc.index import status
 
-    st = status(path, index_dir)
+    with errors_as_json(as_json):
+        st = status(path, index_dir)
     if as_json:
         click.echo(_json(st.to_json()))
         sys.exit(0 if st.up_to_date else 1)
@@ -241,7 +254,8 @@ def list_cmd(as_json):
     from longdoc.index import list_indexes
     from longdoc.index.locate import index_home
 
-    items = list_indexes()
+    with errors_as_json(as_json):
+        items = list_indexes()
     if as_json:
         click.echo(_json(items))
         return
