@@ -142,3 +142,25 @@ def test_classify_train_still_dispatches_with_its_options_first(tmp_path, tiny_m
         main(["classify", "train", "--out", str(tmp_path / "h.safetensors"), "--model", str(tiny_model_dir),
               str(tmp_path)])
     assert e.value.code == 2 and "need labelled examples" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["plain", "--json"])
+def test_classify_and_xref_print_the_loaders_warnings(fmt, tmp_path, tiny_model_dir):
+    """A PDF page without text is named on stderr as `ask`, `tokens` and `index` name it (a JSON object
+    in JSON modes); `classify` and `xref` said nothing, so their results could rest on part of a file."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_tokens import make_pdf
+
+    pdf = make_pdf(tmp_path / "half.pdf", ["Section 2 of this Agreement applies to the Services.", ""])
+    as_json = fmt == "--json"
+    for args in (["xref", "--no-related", str(pdf)],
+                 ["classify", str(pdf), "--labels", "services,lease", "--model", str(tiny_model_dir)]):
+        res = _run(args + ([fmt] if as_json else []))
+        assert res.exit_code == 0, res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1, res.stderr
+        line = json.loads(lines[0])["warning"] if as_json else lines[0][len("longdoc: warning: "):]
+        assert line.startswith(f"{pdf}: ") and "page 2" in line, res.stderr

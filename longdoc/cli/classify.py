@@ -25,11 +25,17 @@ def _common(f):
     return f
 
 
-def _read(engine, path: str, password: str | None):
-    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still classified)."""
+def _read(engine, path: str, password: str | None, as_json: bool):
+    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still classified).
+    The loader's warnings (pages without text or with garbled text, invalid UTF-8) go to stderr, as
+    `ask` prints them."""
+    from longdoc import render
+
     doc = engine.load(path, password=password)
     if blank_text(doc.text):
         raise LongdocError(f"{path}: no text to classify")
+    for w in doc.warnings:
+        render.file_warning(path, w, as_json=as_json)
     return doc
 
 
@@ -104,7 +110,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, use_title, ev
             # Only reading is per FILE: an error of the model or the head would recur on every FILE,
             # so it still stops the run.
             try:
-                doc = _read(engine, path, password)
+                doc = _read(engine, path, password, as_json or as_jsonl)
             except LongdocError as e:
                 file_error(e, as_json or as_jsonl)
                 failed += 1

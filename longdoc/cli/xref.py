@@ -10,8 +10,12 @@ from longdoc.errors import LongdocError
 from longdoc.segment import blank_text
 
 
-def _read(engine, path: str, password: str | None):
-    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still read)."""
+def _read(engine, path: str, password: str | None, as_json: bool):
+    """FILE's Document, or a LongdocError about this FILE alone (the other FILEs are still read). The
+    loader's warnings (pages without text or with garbled text, invalid UTF-8) go to stderr, as `ask`
+    prints them."""
+    from longdoc import render
+
     if engine is not None:
         doc = engine.load(path, password=password)
     else:
@@ -22,6 +26,8 @@ def _read(engine, path: str, password: str | None):
         raise LongdocError(f"{path}: is source code; xref reads contracts and other prose")
     if blank_text(doc.text):
         raise LongdocError(f"{path}: no text")
+    for w in doc.warnings:
+        render.file_warning(path, w, as_json=as_json)
     return doc
 
 
@@ -79,7 +85,7 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
             # Only reading is per FILE: an error of the model would recur on every FILE, so it still
             # stops the run.
             try:
-                doc = _read(engine, path, password)
+                doc = _read(engine, path, password, as_json)
             except LongdocError as e:
                 file_error(e, as_json)
                 failed += 1
