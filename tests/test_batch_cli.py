@@ -164,3 +164,12 @@ def test_classify_and_xref_print_the_loaders_warnings(fmt, tmp_path, tiny_model_
         assert len(lines) == 1, res.stderr
         line = json.loads(lines[0])["warning"] if as_json else lines[0][len("longdoc: warning: "):]
         assert line.startswith(f"{pdf}: ") and "page 2" in line, res.stderr
+
+
+def test_classify_train_json_errors_are_json(tmp_path):
+    """`classify train --json` wrote its errors in prose, unlike `classify --json` and the other verbs."""
+    for args in (["classify", "train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "h.safetensors")],
+                 ["classify", "train", str(tmp_path), "--out", str(tmp_path / "no" / "h.safetensors")]):
+        res = _run(args + ["--json"])
+        assert res.exit_code == 2 and res.stdout == ""
+        assert [list(json.loads(line)) for line in res.stderr.splitlines()] == [["error"]], res.stderr

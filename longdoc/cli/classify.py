@@ -142,29 +142,31 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, use_title, ev
 @_common
 def train(directory, out_path, folds, as_json, color, model, window, no_cache):
     """Fit a classification head (logistic regression on document vectors) on DIRECTORY/<label>/*.pdf|txt
-    and report its cross-validated accuracy; use it with `longdoc classify --head OUT FILE...`."""
+    and report its cross-validated accuracy; use it with `longdoc classify --head OUT FILE...`. With
+    --json an error is a JSON object on stderr ({"error": ...})."""
     import json
 
     from longdoc import render
     from longdoc.tasks import classify as C
     from longdoc.tasks.ask import Engine
 
-    folder = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(folder):  # before the training, not after it
-        raise LongdocError(f"--out {out_path}: no folder {folder}")
-    engine = Engine(model=model, window=window, use_cache=not no_cache)
-    err = render.console(stderr=True, color=color)
+    with errors_as_json(as_json):  # as every other --json: a pipeline never parses prose
+        folder = os.path.dirname(os.path.abspath(out_path))
+        if not os.path.isdir(folder):  # before the training, not after it
+            raise LongdocError(f"--out {out_path}: no folder {folder}")
+        engine = Engine(model=model, window=window, use_cache=not no_cache)
+        err = render.console(stderr=True, color=color)
 
-    def progress(i, n, path):
-        if err.is_terminal:
-            err.print(f"[longdoc.dim]encoding {i + 1}/{n} {path}[/]")
+        def progress(i, n, path):
+            if err.is_terminal:
+                err.print(f"[longdoc.dim]encoding {i + 1}/{n} {path}[/]")
 
-    head = C.train_head(directory, engine=engine, folds=folds, progress=progress)
-    try:
-        head.save(out_path)
-    except OSError as e:  # read-only folder, full disk; the OS names the temp file, which says nothing
-        raise LongdocError(f"--out {out_path}: cannot write the head ({e.strerror or e})") from None
-    n = len(C.training_files(directory))
+        head = C.train_head(directory, engine=engine, folds=folds, progress=progress)
+        try:
+            head.save(out_path)
+        except OSError as e:  # read-only folder, full disk; the OS names the temp file, which says nothing
+            raise LongdocError(f"--out {out_path}: cannot write the head ({e.strerror or e})") from None
+        n = len(C.training_files(directory))
     if as_json:
         click.echo(json.dumps({"out": out_path, "labels": head.labels, "documents": n,
                                "cv_accuracy": round(head.cv_accuracy, 4)}))
