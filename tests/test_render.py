@@ -84,3 +84,27 @@ def test_rich_output_to_a_reader_that_left_is_a_quiet_exit_0(tmp_path):
         p.stdout.close()
         err = p.stderr.read()
         assert (fmt, p.wait(timeout=120), err) == (fmt, 0, b"")
+
+
+def test_output_to_a_full_disk_is_a_one_line_error(tmp_path):
+    """`longdoc ... > out` on a full disk (/dev/full): a traceback and exit 1 ("nothing found" for ask
+    and xref) before; one line on stderr and exit 2 now, whether the failing write is the command's
+    own or the flush at exit."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.exists("/dev/full"):
+        import pytest
+
+        pytest.skip("no /dev/full here")
+    doc = tmp_path / "c.txt"
+    doc.write_text("SERVICES AGREEMENT\n\n1. Fees. The Customer pays as set out in Section 2.\n", encoding="utf-8")
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    for args in (["xref", "--no-related", str(doc)], ["xref", "--no-related", "--json", str(doc)],
+                 ["xref", "--no-related", "--format", "tree", str(doc)], ["--help"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "longdoc", *args], stdout=full, stderr=subprocess.PIPE,
+                               env=env, timeout=120)
+        assert (args, r.returncode, r.stderr.decode()) == (
+            args, 2, "longdoc: error: cannot write the output (No space left on device); it is incomplete\n")

@@ -5,6 +5,7 @@ line in ``_VERBS``. Exit codes follow grep: 0 found, 1 nothing found, 2 error.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -47,13 +48,33 @@ def _stdout_to_devnull():
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+# A write that failed for want of room or a working device: `longdoc ... > out.json` on a full disk.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _write_failed(e: OSError):
+    """The output could not be written (a full disk): one line and exit 2, never a traceback and
+    exit 1, which would read as "nothing found" to a batch job whose output is cut short."""
+    _stdout_to_devnull()  # what is still buffered goes nowhere, instead of failing again at exit
+    try:
+        click.echo(f"longdoc: error: cannot write the output ({e.strerror or e}); it is incomplete", err=True)
+    except OSError:
+        pass
+    sys.exit(2)
+
+
 def _flush_stdout():
     """Flush what is still buffered before exiting, so that a reader that left turns into a quiet
-    exit instead of Python's 'Exception ignored ... BrokenPipeError' and status 120."""
+    exit instead of Python's 'Exception ignored ... BrokenPipeError' and status 120 (and a full disk
+    into an error)."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _stdout_to_devnull()
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        _write_failed(e)
 
 
 @contextmanager
@@ -123,6 +144,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("longdoc: interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        _write_failed(e)
     except (MemoryError, RuntimeError) as e:
         # torch reports a failed CPU allocation as a RuntimeError and a CUDA one as OutOfMemoryError
         # (a RuntimeError too); any other RuntimeError is a bug and keeps its traceback.
