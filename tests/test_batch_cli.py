@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from longdoc.cli import cli, main
+from longdoc.errors import LongdocError
 
 CONTRACT = ("SERVICES AGREEMENT\n\n1. Definitions. \"Services\" means the work in Exhibit A.\n\n"
             "2. Fees. The Customer pays for the Services as set out in Section 1.\n\n"
@@ -173,3 +174,20 @@ def test_classify_train_json_errors_are_json(tmp_path):
         res = _run(args + ["--json"])
         assert res.exit_code == 2 and res.stdout == ""
         assert [list(json.loads(line)) for line in res.stderr.splitlines()] == [["error"]], res.stderr
+
+
+def test_stdin_named_twice_is_refused(tiny_model_dir):
+    """`tokens - -` counted stdin, then an empty file; `xref - -` and `classify - -` said "-: no text"
+    of the second. Standard input can be read once: naming it twice is an error, before any reading."""
+    for args in (["tokens", "-", "-"], ["xref", "--no-related", "-", "-"],
+                 ["classify", "-", "-", "--labels", "a,b", "--model", str(tiny_model_dir)]):
+        for fmt in ([], ["--json"]):
+            res = CliRunner().invoke(cli, args + fmt, input="Section 2 applies to the Services.\n")
+            assert res.stdout == "", (args, fmt, res.stdout)
+            if fmt:  # a JSON object on stderr, exit 2
+                assert res.exit_code == 2, (args, res.exception)
+                err = json.loads(res.stderr)["error"]
+            else:  # main() prints a LongdocError as one line, exit 2
+                assert isinstance(res.exception, LongdocError), (args, res.exception)
+                err = str(res.exception)
+            assert "standard input (-) can be read only once" in err, (args, fmt, err)

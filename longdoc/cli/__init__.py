@@ -108,6 +108,13 @@ def file_error(e: LongdocError, as_json: bool) -> None:
         click.echo(f"longdoc: error: {one_line(str(e))}", err=True)
 
 
+def stdin_once(paths) -> None:
+    """'-' names standard input, which can be read once: named twice, the second read found nothing
+    (`tokens - -` counted an empty file, `xref - -` said "-: no text")."""
+    if list(paths).count("-") > 1:
+        raise LongdocError("standard input (-) can be read only once; it is named more than once")
+
+
 def nonempty_paths(ctx, param, value):
     """click callback for PATH arguments: an empty one is an error. Path("") is the current folder, so
     `longdoc ask "" q` would otherwise index whatever folder the shell is in."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json, file_error, nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths, stdin_once
 from longdoc.errors import LongdocError
 from longdoc.segment import blank_text
 
@@ -80,6 +80,7 @@ def run(files, labels_spec, labels_file, preset, multi, head_path, use_title, ev
     with errors_as_json(as_json or as_jsonl):
         if as_json and as_jsonl:
             raise LongdocError("give one of --json and --jsonl")
+        stdin_once(files)
         given = sum(x is not None for x in (labels_spec, labels_file, preset, head_path))
         if given != 1:
             raise LongdocError("give exactly one of --labels, --labels-file, --preset, --head")

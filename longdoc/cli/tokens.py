@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json, file_error, nonempty_paths, one_line
+from longdoc.cli import errors_as_json, file_error, nonempty_paths, one_line, stdin_once
 from longdoc.errors import LongdocError
 
 
@@ -49,6 +49,7 @@ def command(paths, as_json, model, password):
 
     counts, skipped, failed = [], 0, 0
     with errors_as_json(as_json):
+        stdin_once(paths)
         tokenizer = load_tokenizer(model)  # an error here would recur on every PATH: it stops the run
         for path in paths:
             try:

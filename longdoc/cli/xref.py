@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from longdoc.cli import errors_as_json, file_error, nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths, stdin_once
 from longdoc.errors import LongdocError
 from longdoc.segment import blank_text
 
@@ -75,6 +75,7 @@ def command(files, as_json, fmt, no_related, top, min_gap, min_similarity, color
 
     reports = []
     with errors_as_json(as_json):
+        stdin_once(files)
         engine = None
         if not no_related:
             from longdoc.tasks.ask import Engine
