@@ -424,6 +424,32 @@ def test_cli_files_from_names_the_listed_files_it_could_not_find(tree, capsys, f
     assert err.strip() == "longdoc: --files-from: nope.py does not exist; not indexed"
 
 
+
+def test_files_from_stdin_is_remembered_as_the_names_it_gave(tree, tmp_path, monkeypatch):
+    """`git ls-files -z | longdoc index . --files-from -`: stdin cannot be read again, so the stored
+    selection fell back to the whole walk. `index status` said "out of date" (the unlisted files "new")
+    right after the run, and the next `index` or `ask DIR` refresh indexed every file of the tree. The
+    names stdin gave are stored instead, and reused (from any current folder)."""
+    import io
+
+    backdate(tree)
+    listed = ["auth/tokens.py", "notes.txt", "gone.txt"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\0".join(listed).encode())))
+    monkeypatch.chdir(tree)
+    r = build(tree, encoder=HashEncoder(), files_from="-")
+    assert sorted(r.encoded) == ["auth/tokens.py", "notes.txt"] and r.files == 2
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file of the same name in another folder")
+    st = status(tree)
+    assert st.up_to_date and st.new == [], st.new
+    assert build(tree, encoder=HashEncoder()).up_to_date  # no file added, none pruned
+    (tree / "gone.txt").write_text("listed before it existed: indexed once it does")
+    r = build(tree, encoder=HashEncoder())
+    assert r.encoded == ["gone.txt"] and r.files == 3
+    assert [a.path for a in search(tree, ["bearer token"], encoder=HashEncoder(), k=5)[0].results] \
+        and {h.path for h in search(tree, ["pool"], encoder=HashEncoder(), k=9, threshold=-1)[0].results} \
+        <= {"auth/tokens.py", "notes.txt", "gone.txt"}
+
 def test_cli_walk_flags_are_remembered(tree, capsys, fake_model):
     rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*.py", "--json")
     assert rc == 0 and sorted(json.loads(out)["encoded"]) == ["auth/tokens.py", "db/pool.py"]

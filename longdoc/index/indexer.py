@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -152,7 +153,9 @@ class LazyEncoder:
         return self._encoder
 
 
-def list_files(root: Path, opts: WalkOptions, files_from: str | None) -> WalkResult:
+def list_files(root: Path, opts: WalkOptions, files_from: str | list[str] | None) -> WalkResult:
+    """The files of this run: walked, or as listed (``files_from``: a list's path, ``-``, or the names
+    a former run stored)."""
     return read_file_list(files_from, root, opts) if files_from is not None else walk(root, opts)
 
 
@@ -273,7 +276,7 @@ def build(
                 msg = model_mismatch(str(root), manifest, lazy.get())
                 if msg:
                     raise LongdocError(msg)
-            store.set_selection(json.dumps(_opts_json(opts, files_from)))
+            store.set_selection(json.dumps(_opts_json(opts, files_from, root, listing)))
             to_encode, touched, report.unchanged, report.deleted = _diff(store, entries)
             report.unchanged += len(touched)
             if touched:
@@ -329,11 +332,21 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _opts_json(opts: WalkOptions, files_from: str | None) -> dict:
+def _opts_json(opts: WalkOptions, files_from: str | list[str] | None, root: Path, listing: WalkResult) -> dict:
+    """The selection as stored for the next run and `ask`'s refresh. A list given as a regular file is
+    stored as its path (read again each run, so an edited list counts); one read from stdin or a pipe
+    (`git ls-files -z | longdoc index . --files-from -`, `<(...)`) cannot be read again, so the names
+    it gave are stored (absolute: a relative name would be taken from the current folder first)."""
     d = asdict(opts)
     d["include"], d["exclude"] = list(opts.include), list(opts.exclude)
-    if files_from is not None and files_from != "-":
-        d["files_from"] = str(Path(files_from).resolve())
+    if isinstance(files_from, list):
+        d["files"] = files_from
+    elif files_from is not None:
+        if files_from != "-" and os.path.isfile(files_from):
+            d["files_from"] = str(Path(files_from).resolve())
+        else:
+            d["files"] = sorted({str(root / rel) for rel in [e.rel for e in listing.files]
+                                 + [rel for rel, _ in listing.skipped]})
     return d
 
 
@@ -346,9 +359,13 @@ def _selection(manifest: dict, opts: WalkOptions | None, files_from: str | None)
         return WalkOptions(), None
     d = json.loads(stored)
     ff = d.pop("files_from", None)
+    names = d.pop("files", None)
     d["include"], d["exclude"] = tuple(d.get("include", ())), tuple(d.get("exclude", ()))
     known = set(WalkOptions.__dataclass_fields__)
-    return WalkOptions(**{k: v for k, v in d.items() if k in known}), (ff if ff and Path(ff).exists() else None)
+    opts = WalkOptions(**{k: v for k, v in d.items() if k in known})
+    if names is not None:  # the names a list from stdin or a pipe gave
+        return opts, names
+    return opts, (ff if ff and Path(ff).exists() else None)
 
 
 def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password,

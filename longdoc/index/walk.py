@@ -266,8 +266,9 @@ def _entry(path: Path, rel: str, opts: WalkOptions, res: WalkResult) -> Entry | 
     return Entry(rel, path, st.st_size, st.st_mtime_ns)
 
 
-def read_file_list(source: str, root: str | os.PathLike, opts: WalkOptions = WalkOptions()) -> WalkResult:
-    """The files named in ``source`` (a path, or ``-`` for stdin), as ``--files-from`` takes them.
+def read_file_list(source: str | list[str], root: str | os.PathLike, opts: WalkOptions = WalkOptions()) -> WalkResult:
+    """The files named in ``source`` (a path, ``-`` for stdin, or the names themselves), as
+    ``--files-from`` takes them.
 
     One path per line, or NUL-separated (``git ls-files -z``). Relative paths are taken from the
     current folder when they exist there, else from the root. Ignore files do not apply (the list is
@@ -275,15 +276,18 @@ def read_file_list(source: str, root: str | os.PathLike, opts: WalkOptions = Wal
     the root are an error: an index never points outside its root.
     """
     root = Path(root).resolve()
-    if source == "-":
-        data = sys.stdin.buffer.read()
+    if isinstance(source, list):
+        names = source
     else:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as e:
-            raise LongdocError(f"--files-from {source}: {e.strerror or e}") from None
-    sep = b"\x00" if b"\x00" in data else b"\n"
-    names = [n.decode("utf-8", "surrogateescape").rstrip("\r") for n in data.split(sep)]
+        if source == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            try:
+                data = Path(source).read_bytes()
+            except OSError as e:
+                raise LongdocError(f"--files-from {source}: {e.strerror or e}") from None
+        sep = b"\x00" if b"\x00" in data else b"\n"
+        names = [n.decode("utf-8", "surrogateescape").rstrip("\r") for n in data.split(sep)]
     include = pathspec.GitIgnoreSpec.from_lines(opts.include) if opts.include else None
     exclude = pathspec.GitIgnoreSpec.from_lines(opts.exclude) if opts.exclude else None
     res = WalkResult()
