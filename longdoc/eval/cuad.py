@@ -197,6 +197,41 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[labels == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+EXCERPT_SEGMENTS = (1, 2, 3, 4)  # lengths, in the contract's passages, of the short documents cut from it
+
+
+def _excerpt(c: Contract, segs, cat: str, ci: int, qi: int) -> str | None:
+    """A short document cut from contract ``c`` for the pair (c, cat): a few consecutive passages (how
+    many drawn from EXCERPT_SEGMENTS by a generator seeded with the pair), holding the first passage
+    that overlaps the clause when the contract has it, anywhere otherwise. None when no passage
+    overlaps the gold spans."""
+    rng = np.random.default_rng([ci, qi])
+    n = min(int(rng.choice(EXCERPT_SEGMENTS)), len(segs))
+    if cat in c.gold:
+        g = next((i for i, (s, e) in enumerate(segs) if any(s < ge and gs < e for gs, ge in c.gold[cat])), None)
+        if g is None:
+            return None
+        lo = int(rng.integers(max(0, g - n + 1), min(g, len(segs) - n) + 1))
+    else:
+        lo = int(rng.integers(0, len(segs) - n + 1))
+    return c.text[segs[lo][0]:segs[lo + n - 1][1]]
+
+
+def _excerpt_scores(text: str, query: str, qvec: np.ndarray, encoder):
+    """(1, S) dense cosines, BM25 and passage features of a short document, scored on its own as
+    ``ask`` scores a file: its own passages, its own encoder pass, BM25 over its own passages."""
+    from longdoc.segment import segment
+    from longdoc.sources.document import Document
+    from longdoc.tasks import rank
+
+    segs = [(s.start, s.end) for s in segment(Document(path="excerpt", text=text, kind="text"))]
+    vecs = _cached_vectors(f"long|{encoder.fingerprint}", text, segs,
+                           lambda: encoder.embed_spans(text, segs).numpy())
+    dense = retrieve.dense_scores(vecs, qvec[None])
+    lex = retrieve.lexical_scores([text[s:e] for s, e in segs], [query])
+    return dense, lex, rank.features(dense, lex, segs, len(text))
+
+
 def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.9) -> float:
     """The no-answer cut on the top passage's probability: the highest that still lets the top result
     through on ``keep`` of the pairs that do have a clause. Reviewers would rather read a weak
@@ -206,7 +241,7 @@ def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.
 
 def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
              window: int | None = None, positions: str | None = None, attention: str | None = None, train_out: Path | None = None,
-             seg_opts: dict | None = None):
+             seg_opts: dict | None = None, short_head: bool = True):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
     a head that saw it; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
@@ -227,7 +262,11 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
 
     if "longdoc" in systems:  # cross-validated heads: each contract scored by heads fitted on the others
-        pair_fold, pair_pos, pair_x = [], [], []
+        # Answer-head rows: every (contract, category) pair asked of the whole contract, and asked of a
+        # short excerpt cut from it (_excerpt), scored on its own as `ask` scores a short file. A row's
+        # document of at most rank.SHORT_SEGMENTS passages is judged by the short-document head, which
+        # is fitted on such rows only (rank.py says why); the cut is set on whole contracts, as before.
+        pair_fold, pair_pos, pair_x, pair_excerpt, pair_nseg = [], [], [], [], []
         for k in range(FOLDS):
             train = [x for i, x in enumerate(scored) if i % FOLDS != k]
             w, b = rank.fit(*_training_rows(train, categories))
@@ -237,20 +276,41 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                     sc["longdoc"] = Scored(sc["features"].spans, prob)
                     ax = rank.answer_features(prob, sc["longdoc-dense"].scores, sc["longdoc-bm25"].scores)
                     for qi, cat in enumerate(categories):
-                        pair_fold.append(k)
-                        pair_pos.append(cat in c.gold)
-                        pair_x.append(ax[qi])
+                        rows = [(ax[qi], False, prob.shape[1])]
+                        if (text := _excerpt(c, sc["features"].spans, cat, i, qi)) is not None:
+                            d, lx, f = _excerpt_scores(text, queries[qi], qvecs[qi], encoder)
+                            p = 1.0 / (1.0 + np.exp(-(f @ w + b)))
+                            rows.append((rank.answer_features(p, d, lx)[0], True, p.shape[1]))
+                        for x, excerpt, nseg in rows:
+                            pair_fold.append(k)
+                            pair_pos.append(cat in c.gold)
+                            pair_x.append(x)
+                            pair_excerpt.append(excerpt)
+                            pair_nseg.append(nseg)
         pair_fold, pair_pos, pair_x = np.array(pair_fold), np.array(pair_pos, dtype=np.float64), np.array(pair_x)
+        pair_excerpt, short = np.array(pair_excerpt, dtype=bool), np.array(pair_nseg) <= rank.SHORT_SEGMENTS
+        if short_head:  # (fitted on, judged) rows of each head
+            heads = [(~short, ~short), (short, short)]
+        else:  # one head fitted on whole contracts judges every length (as before the short head)
+            heads = [(~pair_excerpt, np.ones(len(pair_pos), dtype=bool))]
         answer = np.zeros(len(pair_pos))
         for k in range(FOLDS):
-            aw, ab = rank.fit(pair_x[pair_fold != k], pair_pos[pair_fold != k])
-            answer[pair_fold == k] = 1.0 / (1.0 + np.exp(-(pair_x[pair_fold == k] @ aw + ab)))
-        pos_top, neg_top = answer[pair_pos == 1], answer[pair_pos == 0]
+            for fit_on, judged in heads:
+                aw, ab = rank.fit(pair_x[fit_on & (pair_fold != k)], pair_pos[fit_on & (pair_fold != k)])
+                m = judged & (pair_fold == k)
+                answer[m] = 1.0 / (1.0 + np.exp(-(pair_x[m] @ aw + ab)))
+        whole = ~pair_excerpt
+        pos_top, neg_top = answer[whole & (pair_pos == 1)], answer[whole & (pair_pos == 0)]
         threshold = _pick_threshold(list(pos_top), list(neg_top))
-        top_prob = pair_x[:, 0]
         no_answer = {"threshold": threshold, "positives_cleared": float(np.mean(pos_top >= threshold)),
                      "negatives_cleared": float(np.mean(neg_top >= threshold)), "negatives": len(neg_top),
-                     "auc_answer_head": _auc(answer, pair_pos), "auc_top_probability": _auc(top_prob, pair_pos)}
+                     "auc_answer_head": _auc(answer[whole], pair_pos[whole]),
+                     "auc_top_probability": _auc(pair_x[whole, 0], pair_pos[whole])}
+        sp, sn = answer[pair_excerpt & (pair_pos == 1)], answer[pair_excerpt & (pair_pos == 0)]
+        no_answer["excerpts"] = {"positives_cleared": float(np.mean(sp >= threshold)),
+                                 "negatives_cleared": float(np.mean(sn >= threshold)),
+                                 "positives": len(sp), "negatives": len(sn),
+                                 "auc_answer_head": _auc(answer[pair_excerpt], pair_pos[pair_excerpt])}
     if "longdoc (shipped head)" in systems:
         shipped = rank.Ranker.load()
         for c, sc in scored:
@@ -276,10 +336,13 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
         extra["no_answer"] = no_answer
     if train_out is not None:
         w, b = rank.fit(*_training_rows(scored, categories))
-        aw, ab = rank.fit(pair_x, pair_pos)
+        fit_on = [f for f, _ in heads]
+        aw, ab = rank.fit(pair_x[fit_on[0]], pair_pos[fit_on[0]])
+        sw, sb = rank.fit(pair_x[fit_on[1]], pair_pos[fit_on[1]]) if len(heads) > 1 else (None, 0.0)
         rank.Ranker(w, b, aw, ab, threshold, {
-            "trained_on": f"CUAD dev, {len(contracts)} contracts, queries '<category> clause?'",
-            "cv": {"R@5": rows["longdoc"]["R@5"], **no_answer}}).save(train_out)
+            "trained_on": f"CUAD dev, {len(contracts)} contracts, queries '<category> clause?'; short-document "
+                          f"answer head: an excerpt of 1-{max(EXCERPT_SEGMENTS)} passages per pair",
+            "cv": {"R@5": rows["longdoc"]["R@5"], **no_answer}}, sw, sb).save(train_out)
     return rows, extra
 
 
@@ -303,12 +366,15 @@ def main(argv=None):
     ap.add_argument("--min-chars", type=int, default=None, help="segmenter's merge floor (default: its own)")
     ap.add_argument("--train-ranker", action="store_true",
                     help="refit the ranker head on all the contracts given and write longdoc/tasks/ranker.json")
+    ap.add_argument("--no-short-head", action="store_true",
+                    help="one answer head, fitted on whole contracts, judges documents of every length "
+                         "(as before the short-document head); for comparison")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     from longdoc.tasks import rank
 
     rows, extra = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions,
-                           attention=a.attention,
+                           attention=a.attention, short_head=not a.no_short_head,
                            train_out=rank.WEIGHTS_FILE if a.train_ranker else None,
                            seg_opts={k: v for k, v in (("max_chars", a.max_chars), ("min_chars", a.min_chars)) if v})
     if a.json:
@@ -327,6 +393,11 @@ def main(argv=None):
               f"{na['positives_cleared']:.1%} of positive pairs and {na['negatives_cleared']:.1%} of the "
               f"{na['negatives']} negative pairs; ROC AUC {na['auc_answer_head']:.3f} "
               f"(top passage probability alone: {na['auc_top_probability']:.3f})")
+        sh = na["excerpts"]
+        print(f"short documents (per pair, an excerpt of 1-{max(EXCERPT_SEGMENTS)} passages cut from the "
+              f"contract, asked on its own), same cut: passes {sh['positives_cleared']:.1%} of the "
+              f"{sh['positives']} positive and {sh['negatives_cleared']:.1%} of the {sh['negatives']} negative "
+              f"pairs; ROC AUC {sh['auc_answer_head']:.3f}")
 
 
 if __name__ == "__main__":
