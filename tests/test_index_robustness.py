@@ -313,3 +313,17 @@ def test_json_mode_errors_are_json(tree, tmp_path, capsys, fake_model):
     (tmp_path / "damaged" / "index.sqlite").write_bytes(b"not a database" * 100)
     rc, out, err = run_cli(capsys, "index", "status", "--json", str(tree), "--index", str(tmp_path / "damaged"))
     assert rc == 2 and out == "" and "error" in json.loads(err)
+
+
+def test_cache_folder_behind_a_dangling_link_is_a_one_line_error(tree, tmp_path, capsys, monkeypatch, fake_model):
+    """LONGDOC_HOME a link to a drive that is not mounted: `index` and `ask DIR` stopped with a
+    FileExistsError traceback (exit 1); one line naming the link, exit 2."""
+    link = tmp_path / "home-link"
+    link.symlink_to(tmp_path / "unmounted" / "cache")
+    monkeypatch.setenv("LONGDOC_HOME", str(link))
+    monkeypatch.delenv("LONGDOC_INDEX_DIR", raising=False)
+    for args in (["index", str(tree)], ["ask", str(tree), "bearer token"]):
+        rc, out, err = run_cli(capsys, *args)
+        last = err.splitlines()[-1]
+        assert rc == 2 and out == "" and last.startswith("longdoc: error: cannot write the index at "), err
+        assert f"File exists: {link})" in last, err

@@ -198,13 +198,18 @@ def db_errors(path: Path, root: str | None = None) -> Iterator[None]:
     except sqlite3.DatabaseError as e:
         raise LongdocError(f"the index at {path} is damaged ({e}): {_rebuild_hint(root)}") from None
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise LongdocError(f"no space left for the index at {path}: free some space and re-run") from None
-        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
+        # The folder cannot be made or written: read-only, not ours, or a file, a dangling link (a cache
+        # folder on a drive not mounted) or a pseudo file system in its way. The OS names the culprit.
+        culprit = f": {e.filename}" if e.filename and os.fspath(e.filename) != os.fspath(path) else ""
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOENT,
+                       errno.ELOOP, errno.ENAMETOOLONG):
             raise IndexNotWritable(
-                f"cannot write the index at {path} ({e.strerror}): pass --index DIR or set LONGDOC_INDEX_DIR"
+                f"cannot write the index at {path} ({e.strerror}{culprit}): pass --index DIR or set "
+                "LONGDOC_INDEX_DIR"
             ) from None
-        raise
+        raise LongdocError(f"index {path}: {e.strerror or e}{culprit}") from None
 
 
 def remove_db(db: Path) -> None:
