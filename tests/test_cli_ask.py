@@ -146,6 +146,8 @@ def test_out_of_memory_is_one_line_exit_2(tiny_model_dir, tmp_path):
     (["ask", "{contract}", "q?", "--model", "/nonexistent-model"], "model folder not found"),
     (["ask", "{contract}", "q?", "--json", "--jsonl"], "one of --json and --jsonl"),
     (["ask", "{contract}", "q?", "--lang", "python"], "filter the files of an indexed directory"),
+    # --index was silently ignored for a file
+    (["ask", "{contract}", "q?", "--index", "/tmp"], "--index names the index of an indexed directory"),
     # both from stdin: the questions took it all, and the document read as empty ("no text to search")
     (["ask", "-", "--questions-file", "-"], "standard input cannot be both"),
     (["classify", "{contract}", "--preset", "cuad-types", "--json", "--jsonl"], "one of --json and --jsonl"),

@@ -413,6 +413,11 @@ def test_cli_index_update_status_json(tree, capsys, fake_model):
     assert rc == 0 and out.startswith("removed ")
     rc, out, _ = run_cli(capsys, "index", "status", str(tree))
     assert rc == 1 and "not indexed" in out
+    # a folder that does not exist is an error (exit 2), not a folder waiting to be indexed (exit 1)
+    rc, out, err = run_cli(capsys, "index", "status", str(tree / "nope"))
+    assert rc == 2 and out == "" and err.strip() == f"longdoc: error: {tree / 'nope'}: no such folder"
+    rc, out, err = run_cli(capsys, "index", "status", str(tree / "nope"), "--json")
+    assert rc == 2 and json.loads(err) == {"error": f"{tree / 'nope'}: no such folder"}
 
 
 def test_cli_files_from_names_the_listed_files_it_could_not_find(tree, capsys, fake_model, tmp_path):

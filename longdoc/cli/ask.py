@@ -154,6 +154,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         qs = _questions(questions, questions_file)
         if (lang or globs) and (path == "-" or not Path(path).is_dir()):
             raise LongdocError("--lang and --glob filter the files of an indexed directory; PATH is one file")
+        if index_dir and (path == "-" or not Path(path).is_dir()):  # it was ignored: a file is never indexed
+            raise LongdocError("--index names the index of an indexed directory; PATH is one file")
         if stream:
             from click.core import ParameterSource
 

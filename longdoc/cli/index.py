@@ -1,6 +1,7 @@
 """`longdoc index PATH` (create or update), `longdoc index status|list|clean`."""
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -217,6 +218,8 @@ def status_cmd(path, index_dir, as_json):
 
     with errors_as_json(as_json):
         st = status(path, index_dir)
+        if not st.indexed and not os.path.isdir(path):  # a typo, not an unindexed folder (exit 1)
+            raise LongdocError(f"{_shown(path)}: no such folder")
     if as_json:
         click.echo(_json(st.to_json()))
         sys.exit(0 if st.up_to_date else 1)
