@@ -1,0 +1,27 @@
+"""This folder imported as the top-level ``kernels``: give that name to the installed package.
+
+The folder is meant to be imported as ``longdoc.kernels`` only (pyproject maps it), but with the
+checkout's root on sys.path, as under ``python -m ...`` run from it, ``import kernels`` finds it
+first. The PyPI package of that name is a dependency of transformers, which imports from it while
+loading a model; it would get this folder and fail.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def hand_over_to_installed(init_file: str) -> None:
+    """Load the ``kernels`` that sys.path holds outside this checkout into sys.modules in place of
+    the module being imported (the import statement returns what sys.modules holds once the module's
+    code has run). With none installed, the folder keeps the name and exports nothing under it."""
+    checkout = Path(init_file).resolve().parents[1]
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != checkout]
+    spec = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kernels"] = module  # before running it: its own imports of kernels.* resolve to it
+    spec.loader.exec_module(module)
