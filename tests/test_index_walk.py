@@ -76,6 +76,24 @@ def test_binary_size_and_pdf(tmp_path):
     assert reasons["bin.dat"] == "binary" and "larger than 4,000 bytes" in reasons["big.txt"]
 
 
+def test_pdf_header_after_junk_is_judged_as_the_loader_judges_it(tmp_path):
+    """The walker took `%PDF-` only at byte 0, so a PDF after leading junk (a saved HTTP response, a
+    MacBinary header) that holds a NUL was skipped as "binary", while `longdoc ask` reads it. It asks
+    the loader now (`sources.looks_like_pdf`): a .pdf file, or junk that is not text, before the header."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_sources_pdf import make_pdf
+
+    from longdoc.sources import load
+
+    pdf = make_pdf([["Hello world"]]) + b"\n%\x00\x01 binary trailer\n"
+    make(tmp_path, {"saved.pdf": b"HTTP/1.1 200 OK\r\n\r\n" + pdf, "mac.bin": b"\x00\x05doc\x00\x00" + pdf,
+                    # a text file that mentions the header, then holds a NUL: text to the loader, so binary
+                    "notes.txt": b"a PDF starts with %PDF-1.7\n\x00"})
+    res = walk(tmp_path)
+    assert rels(res) == ["mac.bin", "saved.pdf"] and dict(res.skipped) == {"notes.txt": "binary"}
+    assert all(load(str(tmp_path / r)).kind == "pdf" for r in rels(res))
+
+
 def test_include_exclude(tmp_path):
     make(tmp_path, {"a.py": "x", "b.md": "x", "src/c.py": "x", "src/test_c.py": "x", "docs/d.md": "x"})
     assert rels(walk(tmp_path, WalkOptions(include=("*.py",)))) == ["a.py", "src/c.py", "src/test_c.py"]

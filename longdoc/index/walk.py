@@ -11,8 +11,9 @@ The rules follow ripgrep's, which most users already know:
   folders always are.
 * Vendored, virtual-environment and build folders, lockfiles and minified bundles are skipped
   (``no_ignore`` lifts these together with the ignore files).
-* A file whose first 8 KiB hold a NUL byte is binary and skipped, except PDFs (recognised by their
-  magic bytes) and UTF-16 text with a byte-order mark. Files above ``max_size`` bytes are skipped.
+* A file whose first 8 KiB hold a NUL byte is binary and skipped, except PDFs (recognised by the
+  loader's own rule, ``sources.looks_like_pdf``) and UTF-16 text with a byte-order mark. Files above
+  ``max_size`` bytes are skipped.
 * ``exclude`` patterns (gitignore syntax, relative to the root) win over everything; when ``include``
   patterns are given only files matching one of them are kept.
 * Symbolic links are not followed unless ``follow``; then each real folder is entered once, so a
@@ -31,6 +32,7 @@ from pathlib import Path
 import pathspec
 
 from ..errors import LongdocError
+from ..sources import looks_like_pdf
 
 # Folders never worth encoding: dependencies, environments, caches and build outputs.
 SKIP_DIRS = frozenset({
@@ -156,7 +158,7 @@ def sniff(path: Path) -> str | None:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
-    if head.startswith(b"%PDF-"):
+    if looks_like_pdf(head, path):  # the loader's own rule, so that what it reads as a PDF is indexed
         return None
     if b"\x00" in head and not head.startswith(_UTF16_BOMS):
         return "binary"
