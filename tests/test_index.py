@@ -455,6 +455,29 @@ def test_files_from_stdin_is_remembered_as_the_names_it_gave(tree, tmp_path, mon
         and {h.path for h in search(tree, ["pool"], encoder=HashEncoder(), k=9, threshold=-1)[0].results} \
         <= {"auth/tokens.py", "notes.txt", "gone.txt"}
 
+def test_a_stored_files_from_list_that_is_gone_is_an_error_not_the_whole_tree(tree, capsys, fake_model, tmp_path):
+    """`longdoc index DIR --files-from LIST`, then LIST is deleted: the next `index DIR` or `ask DIR`
+    refresh walked the whole tree instead, silently (here the 3 unlisted files were encoded). It is a
+    one-line error, exit 2 (JSON in JSON modes), and the index stays as it was."""
+    backdate(tree)
+    listing = tmp_path / "list.txt"
+    listing.write_text("notes.txt\n")
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--files-from", str(listing))
+    assert rc == 0 and "1 encoded" in out
+    listing.unlink()
+    want = (f"the file list this index was made from ({listing.resolve()}, given to --files-from) is gone: pass "
+            "--files-from again, or a walk option such as --include '*' to index the walked tree instead")
+    rc, out, err = run_cli(capsys, "index", str(tree))
+    assert (rc, out, err) == (2, "", f"longdoc: error: {want}\n")
+    rc, out, err = run_cli(capsys, "ask", str(tree), "payment queue", "--json")
+    assert (rc, out, [json.loads(x) for x in err.splitlines()]) == (2, "", [{"error": want}])
+    with pytest.raises(LongdocError, match="is gone"):
+        status(tree)
+    assert [p for p, *_ in rows(tree)] == ["notes.txt"] and fake_model.calls == 1  # nothing else encoded
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*", "--json")  # the way to the walk
+    assert rc == 0 and json.loads(out)["files"] == 4
+
+
 def test_cli_walk_flags_are_remembered(tree, capsys, fake_model):
     rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*.py", "--json")
     assert rc == 0 and sorted(json.loads(out)["encoded"]) == ["auth/tokens.py", "db/pool.py"]

@@ -365,7 +365,12 @@ def _selection(manifest: dict, opts: WalkOptions | None, files_from: str | None)
     opts = WalkOptions(**{k: v for k, v in d.items() if k in known})
     if names is not None:  # the names a list from stdin or a pipe gave
         return opts, names
-    return opts, (ff if ff and Path(ff).exists() else None)
+    if ff and not Path(ff).exists():
+        # An error, not the walk: a pipeline whose list is gone expects a failure (as tar -T and rsync
+        # --files-from fail on a missing list), not an index of every file of the tree, encoded for hours.
+        raise LongdocError(f"the file list this index was made from ({ff}, given to --files-from) is gone: pass "
+                           "--files-from again, or a walk option such as --include '*' to index the walked tree instead")
+    return opts, ff
 
 
 def _encode_all(store, root, manifest, to_encode, lazy, report, progress, t0, load, segment, password,
