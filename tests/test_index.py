@@ -534,6 +534,48 @@ def test_cli_quiet_drops_notes_but_not_warnings(tree, capsys, fake_model):
         assert ("waiting for another `longdoc index`" in err) == (not quiet), err
 
 
+
+def test_json_modes_say_notes_and_interrupts_as_json(tree, capsys, fake_model, monkeypatch):
+    """`ask DIR --json` said "... indexing it first", "index updated" and "interrupted" in prose on
+    stderr, `index --json` its "waiting for another `longdoc index`" and "interrupted; ..." notes: in
+    JSON modes each is a JSON object now (a note as {"warning"}, an interrupt as {"error"}, exit 130)."""
+    import threading
+
+    from longdoc.index.store import IndexLock
+
+    def said(err):
+        return [json.loads(line) for line in err.splitlines()]
+
+    backdate(tree)
+    q = [str(tree), "validate bearer token", "-k", "1"]
+    rc, _, err = run_cli(capsys, "ask", *q, "--json")
+    assert rc == 0 and said(err) == [{"warning": f"{tree.resolve()} is not indexed yet: indexing it first "
+                                                 "(later questions reuse the index)"}]
+    (tree / "new1.py").write_text("def one():\n    return 1\n")
+    rc, _, err = run_cli(capsys, "ask", *q, "--jsonl")
+    assert rc == 0 and said(err) == [{"warning": "index updated: 1 re-encoded, 0 removed"}]
+
+    holder = IndexLock(db_path(tree))
+    holder.acquire(wait=False)
+    threading.Timer(0.5, holder.release).start()
+    (tree / "new2.py").write_text("def two():\n    return 2\n")
+    rc, out, err = run_cli(capsys, "index", str(tree), "--json")
+    assert rc == 0 and json.loads(out)["encoded"] == ["new2.py"]
+    assert said(err) == [{"warning": f"waiting for another `longdoc index` (pid {os.getpid()}) on this root..."}]
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fake_model, "embed_spans", interrupt)
+    (tree / "new3.py").write_text("def three():\n    return 3\n")
+    rc, out, err = run_cli(capsys, "ask", *q, "--json")
+    assert (rc, out, said(err)) == (130, "", [{"error": "interrupted"}])
+    rc, out, err = run_cli(capsys, "index", str(tree), "--json")
+    assert (rc, out, said(err)) == (
+        130, "", [{"error": "interrupted; 0 file(s) encoded in this run are kept, re-run to resume"}])
+    rc, out, err = run_cli(capsys, "index", str(tree))  # prose without --json, as before
+    assert (rc, err) == (130, "longdoc: interrupted; 0 file(s) encoded in this run are kept, re-run to resume\n")
+
 # -- the loader's warnings ---------------------------------------------------------------------------
 
 NO_TEXT = "page 2 has no text layer (scanned?); OCR is not done"

@@ -80,7 +80,8 @@ def _flush_stdout():
 @contextmanager
 def errors_as_json(enabled: bool):
     """In --json / --jsonl modes a LongdocError goes to stderr as one JSON object (exit 2), so a
-    pipeline reading JSON never has to parse prose; otherwise it reaches main() as a one-line error."""
+    pipeline reading JSON never has to parse prose, and so does an interrupt (exit 130); otherwise
+    they reach main() as one line of prose."""
     try:
         yield
     except LongdocError as e:
@@ -90,6 +91,13 @@ def errors_as_json(enabled: bool):
 
         error_json(str(e))
         sys.exit(2)
+    except KeyboardInterrupt:
+        if not enabled:
+            raise
+        from longdoc.render import error_json
+
+        error_json("interrupted")
+        sys.exit(130)
 
 
 def one_line(message: str) -> str:

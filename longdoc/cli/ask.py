@@ -139,7 +139,11 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         render.warning(message, as_json=as_json or as_jsonl)
 
     def note(message):  # what ask does first (indexing DIR): --quiet drops it, as it drops progress
-        if not quiet:
+        if quiet:
+            return
+        if as_json or as_jsonl:  # a JSON object, as index --json says its notes
+            render.warning(message, as_json=True)
+        else:
             click.echo(f"longdoc: {message}", err=True)
 
     def hint(message):  # advice (--stream exists), worded as a warning: --quiet drops it

@@ -150,28 +150,36 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
         line.clear()
         file_warning(rel, message, as_json=as_json)
 
+    def say(message, error=False):  # prose, or a JSON object with --json
+        from longdoc.render import error_json, warning
+
+        if not as_json:
+            click.echo(f"longdoc: {message}", err=True)
+        elif error:
+            error_json(message)
+        else:
+            warning(message, as_json=True)
+
     def on_wait(pid):  # a note, not a problem: --quiet drops it
         if not quiet:
-            click.echo(f"longdoc: waiting for another `longdoc index` (pid {pid or '?'}) on this root...",
-                       err=True)
+            say(f"waiting for another `longdoc index` (pid {pid or '?'}) on this root...")
 
-    try:
-        with errors_as_json(as_json):
+    with errors_as_json(as_json):
+        try:
             report = build(path, model=model, window=window, index_dir=index_dir, walk_options=opts,
                            files_from=files_from, rebuild=rebuild, wait=wait, on_wait=on_wait, progress=line,
                            password=password, on_warning=on_warning)
-    except KeyboardInterrupt:
-        line.close()
-        done = line.state.files_done if line.state else 0
-        if rebuild:
-            click.echo(f"longdoc: interrupted; the index is as it was before --rebuild; the {done} file(s) "
-                       "re-encoded so far are kept, re-run with --rebuild to resume", err=True)
-        else:
-            click.echo(f"longdoc: interrupted; {done} file(s) encoded in this run are kept, re-run to resume",
-                       err=True)
-        sys.exit(130)
-    finally:
-        line.close()
+        except KeyboardInterrupt:  # caught before errors_as_json, to say what was kept
+            line.close()
+            done = line.state.files_done if line.state else 0
+            if rebuild:
+                say(f"interrupted; the index is as it was before --rebuild; the {done} file(s) re-encoded so "
+                    "far are kept, re-run with --rebuild to resume", error=True)
+            else:
+                say(f"interrupted; {done} file(s) encoded in this run are kept, re-run to resume", error=True)
+            sys.exit(130)
+        finally:
+            line.close()
     if as_json:
         click.echo(_json(report.to_json()))
     else:
@@ -184,15 +192,9 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
                        f"{report.unchanged:,} unchanged; {report.files:,} files, {report.tokens:,} tokens "
                        f"in {secs}{rate}" + (" (rebuilt)" if report.rebuilt else ""))
     if files_from is not None:  # the user named these files: say which were not there
-        from longdoc.render import warning
-
         for rel, why in report.skipped:
             if why in ("does not exist", "is a folder"):
-                message = f"--files-from: {_shown(rel)} {why}; not indexed"
-                if as_json:
-                    warning(message, as_json=True)
-                else:
-                    click.echo(f"longdoc: {message}", err=True)
+                say(f"--files-from: {_shown(rel)} {why}; not indexed")
     for rel, why in report.failed:
         if as_json:
             file_error(LongdocError(f"{_shown(rel)}: {why}"), True)
