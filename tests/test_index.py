@@ -127,6 +127,51 @@ def test_unreadable_file_is_recorded_and_not_retried(tree):
     assert status(tree).failed and status(tree).failed[0][0] == "bad.txt"
 
 
+
+def test_a_failure_judged_by_another_longdoc_is_retried(tree, monkeypatch):
+    """A file that failed to load was not read again until it changed, so a failure judged by an older
+    longdoc whose loader had a bug stayed until --rebuild. The version that judged it is stored: a failure
+    judged by another version, or stored before versions were (schema 3), is retried; one judged by this
+    version is not, so a no-change run reads nothing."""
+    import longdoc
+    import longdoc.sources as sources
+
+    real, buggy = sources.load, {"on": True}
+
+    def load(path, **kw):
+        if buggy["on"] and path.endswith("notes.txt"):
+            raise LongdocError(f"{path}: cannot read: a loader bug")
+        return real(path, **kw)
+
+    monkeypatch.setattr(sources, "load", load)
+    backdate(tree)
+    enc = HashEncoder()
+    assert build(tree, encoder=enc).failed == [("notes.txt", "cannot read: a loader bug")]
+    buggy["on"] = False  # fixed, but this version judged the file already: not read again
+    assert build(tree, encoder=enc).up_to_date and status(tree).up_to_date
+    monkeypatch.setattr(longdoc, "__version__", "9.9.9")  # a later longdoc reads it again, once
+    assert status(tree).changed == ["notes.txt"]
+    r = build(tree, encoder=enc)
+    assert r.encoded == ["notes.txt"] and not r.failed and not status(tree).failed
+    assert build(tree, encoder=enc).up_to_date
+
+    buggy["on"] = True
+    (tree / "notes.txt").write_text("Meeting notes: the queue moved.\n")
+    backdate(tree)
+    assert [p for p, _ in build(tree, encoder=enc).failed] == ["notes.txt"]
+    with sqlite3.connect(db_path(tree)) as c:  # as an index of schema 3 stored it: no version
+        c.execute("ALTER TABLE files DROP COLUMN loader")
+        c.execute("PRAGMA user_version = 3")
+    buggy["on"] = False
+    st = status(tree)  # read-only: read as it is, before the upgrade
+    assert st.files == 4 and st.changed == ["notes.txt"] and st.failed
+    assert search(tree, ["bearer token"], encoder=enc, update=False)[0].results
+    r = build(tree, encoder=enc)  # upgraded in place, rows kept, the failure retried
+    assert r.encoded == ["notes.txt"] and r.unchanged == 3 and r.files == 4 and not r.failed
+    with sqlite3.connect(db_path(tree)) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+    assert build(tree, encoder=enc).up_to_date
+
 # -- storage format --------------------------------------------------------------------------------
 
 def test_vectors_are_documented_little_endian_float32(tree):

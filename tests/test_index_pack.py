@@ -13,6 +13,7 @@ import pytest
 
 from longdoc.index import build, indexer
 from longdoc.index.locate import db_path
+from longdoc.index.store import SCHEMA_VERSION
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_index_fakes import HashEncoder  # noqa: E402
@@ -156,12 +157,13 @@ def test_index_of_schema_2_upgrades_in_place(tree):
     build(tree, encoder=HashEncoder())
     with sqlite3.connect(db_path(tree)) as c:
         c.execute("ALTER TABLE files DROP COLUMN pack")
+        c.execute("ALTER TABLE files DROP COLUMN loader")  # (schema 4's)
         c.execute("PRAGMA user_version = 2")
         n = c.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
     rep = build(tree, encoder=HashEncoder())
     assert rep.up_to_date and set(packs(tree).values()) == {None}
     with sqlite3.connect(db_path(tree)) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # 3 and the ones after
         assert c.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == n
     (tree / "pkg/a.py").write_text(_fn("alpha", 2))
     assert sorted(build(tree, encoder=HashEncoder()).encoded) == ["pkg/a.py"]  # no pack to pull in yet

@@ -202,8 +202,8 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
             click.echo(f"longdoc: {_shown(rel)}: {_shown(why)}", err=True)
     if report.failed:
         if not as_json:  # (JSON: the report's "failed" counts them)
-            click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they change)",
-                       err=True)
+            click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they "
+                       "change, or another version of longdoc reads them)", err=True)
         sys.exit(2)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import LongdocError
 from . import locate
-from .indexer import _RACY_S, _selection, failure_reason, list_files, sha256_file
+from .indexer import _RACY_S, _selection, failure_reason, list_files, retry_failure, sha256_file
 from .store import IndexLock, Store, remove_db, staging_path
 
 
@@ -44,6 +44,8 @@ def db_size(db: Path) -> int:
 
 
 def status(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> Status:
+    from longdoc import __version__
+
     root = Path(root).resolve()
     db = locate.db_path(root, index_dir)
     st = Status(str(root), str(db), db.exists())
@@ -65,6 +67,8 @@ def status(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) 
         row = rows.get(rel)
         if row is None:
             st.new.append(rel)
+        elif retry_failure(row, __version__):  # the next run reads it again
+            st.changed.append(rel)
         elif not (row.size == e.size and row.mtime_ns == e.mtime_ns
                   and e.mtime_ns / 1e9 < row.indexed_at - _RACY_S):
             try:

@@ -1,6 +1,6 @@
 """The index database: one SQLite file per indexed root, readable with the ``sqlite3`` shell.
 
-Layout (schema version 3)::
+Layout (schema version 4)::
 
     manifest  one row: schema_version, root, model_fingerprint (the encoder's: weights + config),
               model (name), tokenizer (hash of its definition), window (radius), dim, model_key
@@ -9,7 +9,8 @@ Layout (schema version 3)::
     files     one row per indexed file: path (POSIX, relative to the root), sha256 of its bytes, size,
               mtime_ns, kind, language, n_tokens, n_pages, error (why it holds no segments), indexed_at
               (unix seconds taken *before* the file was read: see build._RACY_S), pack (shared by small
-              files encoded together as one sequence; NULL: encoded alone)
+              files encoded together as one sequence; NULL: encoded alone), loader (the longdoc version
+              that read it: a failure judged by another version is retried)
     segments  one row per passage: file_id, ord, char_start/char_end (into the loaded text), line_start/
               line_end (1-based, inclusive), page (PDFs), kind, label, text, vector (the segment's tokens
               pooled from the whole file's encoding: it knows its surroundings), local (the segment
@@ -31,7 +32,9 @@ whole run (released by the kernel when the process dies); readers need no lock (
 over the old one in one transaction at the end, so an interrupted rebuild leaves the old index whole.
 
 Migrations are numbered; ``PRAGMA user_version`` holds the last one applied. A migration that changes
-what vectors mean is marked ``rebuild`` and asks the user to rebuild instead of mixing old and new.
+what vectors mean is marked ``rebuild`` and asks the user to rebuild instead of mixing old and new;
+the others only add columns, so a read-only index of an older schema is read as it is (those columns
+read as NULL) and upgraded by the next writer.
 """
 from __future__ import annotations
 
@@ -119,6 +122,8 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "ALTER TABLE segments ADD COLUMN local BLOB;", rebuild=True),
     # 3: files encoded together as one sequence share a pack id; NULL (every file before) = alone.
     Migration(3, "ALTER TABLE files ADD COLUMN pack TEXT;"),
+    # 4: the longdoc version whose loader read the file; NULL (every file before) counts as another one.
+    Migration(4, "ALTER TABLE files ADD COLUMN loader TEXT;"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -137,6 +142,7 @@ class FileRow:
     error: str | None
     indexed_at: float
     pack: str | None = None  # files encoded as one sequence share it (see indexer.PACK_TOKENS)
+    loader: str | None = None  # the longdoc version that read it (None: before schema 4)
 
 
 @dataclass
@@ -317,7 +323,9 @@ class Store:
                 f"be reused: {_rebuild_hint(self.root)}"
             )
         if self.readonly:
-            raise LongdocError(f"the index at {self.path} needs an upgrade: run `longdoc index` on its root")
+            if version == 0:
+                raise LongdocError(f"the index at {self.path} needs an upgrade: run `longdoc index` on its root")
+            return  # only columns to add (a rebuild was refused above): read as it is, they read as NULL
         for m in pending:
             with self.transaction() as c:
                 for statement in _statements(m.sql):
@@ -374,10 +382,11 @@ class Store:
 
     # -- files ----------------------------------------------------------------------------------
     def files(self) -> dict[str, FileRow]:
-        rows = self.conn.execute(
-            "SELECT id, path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages, error,"
-            " indexed_at, pack FROM files")
-        return {r[1]: FileRow(*r) for r in rows}
+        cur = self.conn.execute("SELECT * FROM files")  # a column of a pending migration is left at None
+        names = [c[0] for c in cur.description]
+        known = FileRow.__dataclass_fields__
+        rows = ({k: v for k, v in zip(names, r) if k in known} for r in cur)
+        return {r["path"]: FileRow(**r) for r in rows}
 
     def replace_file(self, path: str, *, sha256: str, size: int, mtime_ns: int, kind: str | None,
                      language: str | None, n_tokens: int, n_pages: int | None, error: str | None,
@@ -391,7 +400,10 @@ class Store:
 
     def replace_files(self, files: Sequence[dict]) -> None:
         """Swap in several files' rows (``replace_file``'s arguments, one dict each) in one transaction:
-        the members of a pack, whose vectors were computed together, change together."""
+        the members of a pack, whose vectors were computed together, change together. Each row is
+        stamped with this longdoc's version, whose loader read the file."""
+        from longdoc import __version__
+
         dim = self.conn.execute("SELECT dim FROM manifest WHERE id = 1").fetchone()
         prepared = []
         for f in files:
@@ -408,9 +420,11 @@ class Store:
                 self._delete_file(c, f["path"])
                 cur = c.execute(
                     "INSERT INTO files (path, sha256, size, mtime_ns, kind, language, n_tokens, n_pages,"
-                    " error, indexed_at, pack) VALUES (CAST(? AS TEXT), ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)",
+                    " error, indexed_at, pack, loader)"
+                    " VALUES (CAST(? AS TEXT), ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?, ?)",
                     (_name(f["path"]), f["sha256"], f["size"], f["mtime_ns"], f["kind"], f["language"],
-                     f["n_tokens"], f["n_pages"], _name(f["error"]), f["indexed_at"], f.get("pack")))
+                     f["n_tokens"], f["n_pages"], _name(f["error"]), f["indexed_at"], f.get("pack"),
+                     __version__))
                 fid = cur.lastrowid
                 c.executemany(
                     "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"
