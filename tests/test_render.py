@@ -108,3 +108,27 @@ def test_output_to_a_full_disk_is_a_one_line_error(tmp_path):
                                env=env, timeout=120)
         assert (args, r.returncode, r.stderr.decode()) == (
             args, 2, "longdoc: error: cannot write the output (No space left on device); it is incomplete\n")
+
+
+def test_a_closed_stderr_leaves_the_results_and_the_exit_status(tmp_path, tiny_model_dir):
+    """`longdoc ask FILE q 2>&-`, or stderr to a reader that left: the first warning written there
+    failed (no sys.stderr; a BrokenPipeError taken for stdout's), so the run printed nothing and exited
+    1, or 0 with its results thrown away. A message that cannot be written is lost, nothing else: the
+    results print and the exit status is what it would have been (0 found, 2 on error)."""
+    import os
+    import subprocess
+    import sys
+
+    doc = tmp_path / "latin.txt"  # an invalid UTF-8 byte: a warning on stderr before the results
+    doc.write_bytes(b"Caf\xc3\xa9 \xff. The Agreement is governed by the laws of Delaware.\n")
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    ask = [sys.executable, "-m", "longdoc", "ask", "--model", str(tiny_model_dir), "--threshold", "-1"]
+    for args, rc in (([str(doc), "governing law?"], 0), ([str(tmp_path / "nope.txt"), "q"], 2)):
+        closed = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", *ask, *args], stdout=subprocess.PIPE,
+                                env=env, timeout=300)
+        p = subprocess.Popen(ask + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p.stderr.close()  # the reader of stderr left
+        left = p.stdout.read()
+        for how, code, out in (("2>&-", closed.returncode, closed.stdout), ("left", p.wait(timeout=300), left)):
+            assert (args[0], how, code) == (args[0], how, rc)
+            assert out.startswith(f"{doc}:1\t".encode()) if rc == 0 else out == b"", (how, out)

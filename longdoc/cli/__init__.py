@@ -40,12 +40,44 @@ class _LazyGroup(click.Group):
         except BrokenPipeError:
             # `longdoc ... | head`: the reader left, which is not an error of ours. Click would exit 1,
             # which here means "nothing found"; the rest of the output goes nowhere.
-            _stdout_to_devnull()
+            _to_devnull(sys.stdout)
             return 0
 
 
-def _stdout_to_devnull():
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+def _to_devnull(stream):
+    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+class _Stderr:
+    """sys.stderr during a run, except that a write that fails (`2>&-`, a reader that left, a full disk)
+    loses the message and nothing else: a note, warning or error that cannot be said must not stop the
+    run, leave its results unprinted or change its exit status (an error still exits 2)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        try:
+            return self._stream.write(s)
+        except OSError:
+            self._lost()
+            return len(s)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except OSError:
+            self._lost()
+
+    def _lost(self):
+        try:  # what is still buffered, and the rest, goes nowhere, instead of failing again at exit
+            _to_devnull(self._stream)
+            self._stream.flush()
+        except OSError:
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 # A write that failed for want of room or a working device: `longdoc ... > out.json` on a full disk.
@@ -55,7 +87,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 def _write_failed(e: OSError):
     """The output could not be written (a full disk): one line and exit 2, never a traceback and
     exit 1, which would read as "nothing found" to a batch job whose output is cut short."""
-    _stdout_to_devnull()  # what is still buffered goes nowhere, instead of failing again at exit
+    _to_devnull(sys.stdout)  # what is still buffered goes nowhere, instead of failing again at exit
     try:
         click.echo(f"longdoc: error: cannot write the output ({e.strerror or e}); it is incomplete", err=True)
     except OSError:
@@ -70,7 +102,7 @@ def _flush_stdout():
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _stdout_to_devnull()
+        _to_devnull(sys.stdout)
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise
@@ -140,6 +172,17 @@ def cli():
 
 def main(argv=None):
     """Console entry point: one-line errors and grep-style exit codes, never a traceback."""
+    saved = sys.stderr
+    if saved is None:  # 2>&-: fd 2 is free. /dev/null takes it; else the next file opened (an index
+        sys.stderr = open(os.open(os.devnull, os.O_WRONLY), "w")  # database) would get what C writes to fd 2
+    sys.stderr = _Stderr(sys.stderr)
+    try:
+        _main(argv)
+    finally:
+        sys.stderr = saved
+
+
+def _main(argv):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
