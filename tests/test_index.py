@@ -130,10 +130,9 @@ def test_unreadable_file_is_recorded_and_not_retried(tree):
 
 def test_a_failure_judged_by_another_longdoc_is_retried(tree, monkeypatch):
     """A file that failed to load was not read again until it changed, so a failure judged by an older
-    longdoc whose loader had a bug stayed until --rebuild. The version that judged it is stored: a failure
-    judged by another version, or stored before versions were (schema 3), is retried; one judged by this
-    version is not, so a no-change run reads nothing."""
-    import longdoc
+    longdoc whose loader had a bug stayed until --rebuild. The loader that judged it is stored: a failure
+    judged by another loader (version or sources), or stored before loaders were (schema 3), is retried;
+    one judged by this loader is not, so a no-change run reads nothing."""
     import longdoc.sources as sources
 
     real, buggy = sources.load, {"on": True}
@@ -149,7 +148,7 @@ def test_a_failure_judged_by_another_longdoc_is_retried(tree, monkeypatch):
     assert build(tree, encoder=enc).failed == [("notes.txt", "cannot read: a loader bug")]
     buggy["on"] = False  # fixed, but this version judged the file already: not read again
     assert build(tree, encoder=enc).up_to_date and status(tree).up_to_date
-    monkeypatch.setattr(longdoc, "__version__", "9.9.9")  # a later longdoc reads it again, once
+    monkeypatch.setattr(sources, "loader_identity", lambda: "9.9.9+fixed")  # a later loader reads it again, once
     assert status(tree).changed == ["notes.txt"]
     r = build(tree, encoder=enc)
     assert r.encoded == ["notes.txt"] and not r.failed and not status(tree).failed

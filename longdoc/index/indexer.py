@@ -71,7 +71,7 @@ class Progress:
 @dataclass
 class Report:
     """What a run did. ``failed`` files are recorded in the index (not retried until they change, or
-    another version of longdoc runs).
+    another loader runs: ``retry_failure``).
     ``warnings`` are the loader's warnings (``Document.warnings``) about the files this run read; they
     are not stored, so a later run that does not read the file again does not repeat them."""
 
@@ -160,13 +160,14 @@ def list_files(root: Path, opts: WalkOptions, files_from: str | list[str] | None
     return read_file_list(files_from, root, opts) if files_from is not None else walk(root, opts)
 
 
-def retry_failure(row, version: str) -> bool:
+def retry_failure(row, loader: str) -> bool:
     """Whether a file that failed to load is read again though it did not change: when another
-    longdoc's loader judged it (or one before the version was stored), whose bug may be fixed since."""
-    return row.error is not None and row.loader != version
+    loader judged it (``sources.loader_identity``; or one before it was stored), whose bug may be fixed
+    since."""
+    return row.error is not None and row.loader != loader
 
 
-def _diff(store: Store, entries: list[Entry], version: str):
+def _diff(store: Store, entries: list[Entry], loader: str):
     """(to_encode [(entry, sha or None)], touched [(entry)], unchanged count, deleted [path]).
 
     ``indexed_at`` of a row is the time just before its file was stat'ed and read, so a write after
@@ -176,7 +177,7 @@ def _diff(store: Store, entries: list[Entry], version: str):
     to_encode, touched, unchanged = [], [], 0
     for e in entries:
         row = rows.get(e.rel)
-        if row is None or retry_failure(row, version):
+        if row is None or retry_failure(row, loader):
             to_encode.append((e, None))
             continue
         if (row.size == e.size and row.mtime_ns == e.mtime_ns
@@ -256,6 +257,7 @@ def build(
     """
     from longdoc import __version__
     from longdoc.segment import segment
+    from longdoc import sources
     from longdoc.sources import load
 
     t0 = time.monotonic()
@@ -284,7 +286,7 @@ def build(
                 if msg:
                     raise LongdocError(msg)
             store.set_selection(json.dumps(_opts_json(opts, files_from, root, listing)))
-            to_encode, touched, report.unchanged, report.deleted = _diff(store, entries, __version__)
+            to_encode, touched, report.unchanged, report.deleted = _diff(store, entries, sources.loader_identity())
             report.unchanged += len(touched)
             if touched:
                 store.touch_files([(e.rel, e.size, e.mtime_ns) for e in touched], t_walk)

@@ -44,7 +44,7 @@ def db_size(db: Path) -> int:
 
 
 def status(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> Status:
-    from longdoc import __version__
+    from longdoc import sources
 
     root = Path(root).resolve()
     db = locate.db_path(root, index_dir)
@@ -67,7 +67,7 @@ def status(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) 
         row = rows.get(rel)
         if row is None:
             st.new.append(rel)
-        elif retry_failure(row, __version__):  # the next run reads it again
+        elif retry_failure(row, sources.loader_identity()):  # the next run reads it again
             st.changed.append(rel)
         elif not (row.size == e.size and row.mtime_ns == e.mtime_ns
                   and e.mtime_ns / 1e9 < row.indexed_at - _RACY_S):

@@ -9,8 +9,8 @@ Layout (schema version 4)::
     files     one row per indexed file: path (POSIX, relative to the root), sha256 of its bytes, size,
               mtime_ns, kind, language, n_tokens, n_pages, error (why it holds no segments), indexed_at
               (unix seconds taken *before* the file was read: see build._RACY_S), pack (shared by small
-              files encoded together as one sequence; NULL: encoded alone), loader (the longdoc version
-              that read it: a failure judged by another version is retried)
+              files encoded together as one sequence; NULL: encoded alone), loader (longdoc's version
+              and a hash of the loader's sources: a failure judged by another loader is retried)
     segments  one row per passage: file_id, ord, char_start/char_end (into the loaded text), line_start/
               line_end (1-based, inclusive), page (PDFs), kind, label, text, vector (the segment's tokens
               pooled from the whole file's encoding: it knows its surroundings), local (the segment
@@ -401,8 +401,8 @@ class Store:
     def replace_files(self, files: Sequence[dict]) -> None:
         """Swap in several files' rows (``replace_file``'s arguments, one dict each) in one transaction:
         the members of a pack, whose vectors were computed together, change together. Each row is
-        stamped with this longdoc's version, whose loader read the file."""
-        from longdoc import __version__
+        stamped with the loader that read the file (``sources.loader_identity``)."""
+        from longdoc import sources
 
         dim = self.conn.execute("SELECT dim FROM manifest WHERE id = 1").fetchone()
         prepared = []
@@ -424,7 +424,7 @@ class Store:
                     " VALUES (CAST(? AS TEXT), ?, ?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?, ?)",
                     (_name(f["path"]), f["sha256"], f["size"], f["mtime_ns"], f["kind"], f["language"],
                      f["n_tokens"], f["n_pages"], _name(f["error"]), f["indexed_at"], f.get("pack"),
-                     __version__))
+                     sources.loader_identity()))
                 fid = cur.lastrowid
                 c.executemany(
                     "INSERT INTO segments (file_id, ord, char_start, char_end, line_start, line_end, page,"

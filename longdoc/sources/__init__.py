@@ -22,6 +22,7 @@ time does not grow linearly with the file's size.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -35,7 +36,18 @@ from .pdf import PAGE_SEPARATOR, iter_pages, open_pdf, read_pdf
 from .text import SAMPLE_BYTES, decode_text, iter_decoded
 
 __all__ = ["Document", "Segment", "load", "stream", "TextStream", "looks_like_pdf", "LOAD_TIMEOUT_S",
-           "PAGE_SEPARATOR", "language_for", "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES"]
+           "PAGE_SEPARATOR", "language_for", "MARKDOWN_EXTENSIONS", "CODE_LANGUAGES", "loader_identity"]
+
+
+@functools.cache
+def loader_identity() -> str:
+    """This loader, as stored beside what it judged (the index keeps it with each file it could not
+    read, to read that file again under another loader): longdoc's version and a hash of these
+    sources, because the version moves only at a release while loader fixes land between them."""
+    from .. import __version__
+    from ..cache import code_hash
+
+    return f"{__version__}+{code_hash('sources')}"
 
 # Wall-clock limit for loading one file (seconds). pypdf extracts roughly 20-100 pages a second
 # here, so 120 s covers thousands of pages while still ending a pathological file.
