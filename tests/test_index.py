@@ -529,6 +529,32 @@ def test_cli_walk_flags_are_remembered(tree, capsys, fake_model):
     assert json.loads(out)["files"] == 2  # same selection as last time: nothing pruned or added
 
 
+def test_rebuild_reencodes_the_stored_selection(tree, capsys, fake_model, tmp_path):
+    """`index DIR --rebuild` read the selection from the new (staging) database, which has none: an
+    index made with --include '*.py' was rebuilt from every file, one made with --files-from LIST from
+    the whole tree. It re-encodes the stored selection now, unless new selection options are given."""
+    backdate(tree)
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--include", "*.py", "--json")
+    assert rc == 0 and json.loads(out)["files"] == 2
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--rebuild", "--json")
+    assert rc == 0 and sorted(json.loads(out)["encoded"]) == ["auth/tokens.py", "db/pool.py"]
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--json")  # and it is stored again after the swap
+    assert json.loads(out)["files"] == 2 and json.loads(out)["up_to_date"]
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--rebuild", "--include", "*.md", "--json")
+    assert rc == 0 and json.loads(out)["encoded"] == ["docs/guide.md"]  # new options win
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("notes.txt\n")
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--files-from", str(listing), "--json")
+    assert rc == 0 and json.loads(out)["files"] == 1
+    rc, out, _ = run_cli(capsys, "index", str(tree), "--rebuild", "--json")
+    assert rc == 0 and json.loads(out)["encoded"] == ["notes.txt"] and json.loads(out)["files"] == 1
+    listing.unlink()  # a list that is gone stops the rebuild too, and the index stays
+    rc, out, err = run_cli(capsys, "index", str(tree), "--rebuild")
+    assert rc == 2 and out == "" and "is gone" in err
+    assert [p for p, *_ in rows(tree)] == ["notes.txt"]
+
+
 def test_cli_errors_exit_2(tree, capsys, fake_model, tmp_path):
     rc, _, err = run_cli(capsys, "index", str(tmp_path / "missing"))
     assert rc == 2 and "not a directory" in err

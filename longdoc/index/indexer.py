@@ -30,7 +30,7 @@ from typing import Callable
 
 from ..errors import LongdocError
 from . import locate
-from .store import IndexLock, SegmentRow, Store, remove_db, staging_path, swap_in
+from .store import IndexLock, SegmentRow, Store, remove_db, staging_path, stored_selection, swap_in
 from .walk import Entry, WalkOptions, WalkResult, read_file_list, walk
 
 # An mtime this close to the moment a row was verified may hide a later write within the file
@@ -275,7 +275,10 @@ def build(
         with Store(target, root=str(root)) as store:
             store.init_manifest(str(root), __version__)
             manifest = store.manifest()
-            opts, files_from = _selection(manifest, walk_options, files_from)
+            stored = manifest
+            if rebuild and not manifest.get("selection"):  # a new staging database: the old index's selection
+                stored = {**manifest, "selection": stored_selection(db)}
+            opts, files_from = _selection(stored, walk_options, files_from)
             t_walk = time.time()
             listing = list_files(root, opts, files_from)
             entries = [e for e in listing.files if not _inside(e.path, db.parent)]

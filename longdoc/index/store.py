@@ -232,6 +232,22 @@ def staging_path(db: Path) -> Path:
     return db.with_name(db.name + ".rebuild")
 
 
+def stored_selection(db: Path) -> str | None:
+    """The selection stored in ``db``, or None when it has none or cannot be read (damaged, another
+    schema): what a rebuild of it re-encodes. Read without ``Store``, which refuses such files."""
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect("file:" + urllib.parse.quote(os.fsencode(db)) + "?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT selection FROM manifest WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
 def swap_in(staging: Path, db: Path) -> None:
     """Make ``db`` hold what ``staging`` holds, in one transaction, then delete ``staging``.
 
