@@ -170,6 +170,37 @@ def test_json_mode_errors_are_json(contract):
     assert r.returncode == 2 and json.loads(r.stderr)["error"].endswith("no such file")
 
 
+@pytest.mark.parametrize("args,message", [
+    (["ask", "{contract}", "q?", "--json", "--bogus"], "No such option '--bogus'."),
+    (["ask", "--jsonl"], "Missing argument 'PATH'."),
+    (["ask", "{contract}", "q?", "--json", "--threshold", "nan"], "Invalid value for '--threshold': must be a number, not nan"),
+    (["index", "status", "--json", "--zzz"], "No such option '--zzz'."),
+])
+def test_json_mode_usage_errors_are_json(contract, args, message):
+    """click's own errors (unknown option, missing argument, bad value) came out as prose with a usage
+    line even with --json / --jsonl on the command line; they are one {"error"} object, exit 2."""
+    r = invoke([a.replace("{contract}", str(contract)) for a in args])
+    assert (r.returncode, [json.loads(x) for x in r.stderr.splitlines()]) == (2, [{"error": message}])
+
+
+def test_errors_reaching_main_are_json_in_json_modes(contract, capsys, monkeypatch):
+    """Out of memory (and interrupts) reached main() and were said in prose whatever the mode; without
+    --json they still are, and `--` ends the options (a question "--json" is not the flag)."""
+    from longdoc.cli import main
+    from longdoc.tasks import ask
+
+    def oom(*a, **kw):
+        raise MemoryError
+
+    monkeypatch.setattr(ask.Engine, "__init__", oom)
+    said = "out of memory (a smaller --window or --attention setting, fewer --devices or a shorter input needs less)"
+    for args, err in ((["--jsonl"], json.dumps({"error": said}) + "\n"),
+                      ([], f"longdoc: error: {said}\n"), (["--", "--json"], f"longdoc: error: {said}\n")):
+        with pytest.raises(SystemExit) as e:
+            main(["ask", str(contract), "q?", *args])
+        assert (args, e.value.code, capsys.readouterr()) == (args, 2, ("", err))
+
+
 def test_binary_file_is_refused(tmp_path):
     p = tmp_path / "blob.bin"
     p.write_bytes(b"\x00\x01\x02" * 100)

@@ -101,13 +101,36 @@ def test_output_to_a_full_disk_is_a_one_line_error(tmp_path):
     doc = tmp_path / "c.txt"
     doc.write_text("SERVICES AGREEMENT\n\n1. Fees. The Customer pays as set out in Section 2.\n", encoding="utf-8")
     env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    said = "cannot write the output (No space left on device); it is incomplete"
     for args in (["xref", "--no-related", str(doc)], ["xref", "--no-related", "--json", str(doc)],
                  ["xref", "--no-related", "--format", "tree", str(doc)], ["--help"]):
         with open("/dev/full", "w") as full:
             r = subprocess.run([sys.executable, "-m", "longdoc", *args], stdout=full, stderr=subprocess.PIPE,
                                env=env, timeout=120)
-        assert (args, r.returncode, r.stderr.decode()) == (
-            args, 2, "longdoc: error: cannot write the output (No space left on device); it is incomplete\n")
+        want = json.dumps({"error": said}) if "--json" in args else f"longdoc: error: {said}"
+        assert (args, r.returncode, r.stderr.decode()) == (args, 2, want + "\n")
+
+
+def test_output_to_a_full_disk_in_json_modes_is_a_json_error(tmp_path, tiny_model_dir):
+    """`longdoc ask FILE q --json > /dev/full`: the error was prose in JSON modes; it is {"error"} now."""
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    doc = tmp_path / "c.txt"
+    doc.write_text("The Agreement is governed by the laws of Delaware.\n", encoding="utf-8")
+    env = dict(os.environ, LONGDOC_HOME=str(tmp_path / "home"))
+    for mode in ("--json", "--jsonl"):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "longdoc", "ask", str(doc), "governing law?", mode,
+                                "--threshold", "-1", "--model", str(tiny_model_dir)],
+                               stdout=full, stderr=subprocess.PIPE, env=env, timeout=300)
+        assert (mode, r.returncode, [json.loads(x) for x in r.stderr.decode().splitlines()]) == (
+            mode, 2, [{"error": "cannot write the output (No space left on device); it is incomplete"}])
 
 
 def test_a_closed_stderr_leaves_the_results_and_the_exit_status(tmp_path, tiny_model_dir):

@@ -84,18 +84,18 @@ class _Stderr:
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
-def _write_failed(e: OSError):
+def _write_failed(e: OSError, as_json: bool):
     """The output could not be written (a full disk): one line and exit 2, never a traceback and
     exit 1, which would read as "nothing found" to a batch job whose output is cut short."""
     _to_devnull(sys.stdout)  # what is still buffered goes nowhere, instead of failing again at exit
     try:
-        click.echo(f"longdoc: error: cannot write the output ({e.strerror or e}); it is incomplete", err=True)
+        say_error(f"cannot write the output ({e.strerror or e}); it is incomplete", as_json)
     except OSError:
         pass
     sys.exit(2)
 
 
-def _flush_stdout():
+def _flush_stdout(as_json: bool):
     """Flush what is still buffered before exiting, so that a reader that left turns into a quiet
     exit instead of Python's 'Exception ignored ... BrokenPipeError' and status 120 (and a full disk
     into an error)."""
@@ -106,7 +106,7 @@ def _flush_stdout():
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise
-        _write_failed(e)
+        _write_failed(e, as_json)
 
 
 @contextmanager
@@ -137,15 +137,20 @@ def one_line(message: str) -> str:
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
-def file_error(e: LongdocError, as_json: bool) -> None:
-    """One FILE of several that could not be read (the others go on): one line on stderr, worded as
-    main() words a fatal error (a JSON object in JSON modes)."""
+def say_error(message: str, as_json: bool) -> None:
+    """An error's one line on stderr: a JSON object in JSON modes, else prose."""
     if as_json:
         from longdoc.render import error_json
 
-        error_json(str(e))
+        error_json(message)
     else:
-        click.echo(f"longdoc: error: {one_line(str(e))}", err=True)
+        click.echo(f"longdoc: error: {one_line(message)}", err=True)
+
+
+def file_error(e: LongdocError, as_json: bool) -> None:
+    """One FILE of several that could not be read (the others go on): one line on stderr, worded as
+    main() words a fatal error (a JSON object in JSON modes)."""
+    say_error(str(e), as_json)
 
 
 def stdin_once(paths) -> None:
@@ -182,38 +187,51 @@ def main(argv=None):
         sys.stderr = saved
 
 
+def _json_mode(argv) -> bool:
+    """Whether --json or --jsonl is on the command line. Read from the raw arguments because click's
+    own errors (an unknown option, a missing argument) come before any command knows its mode; `--`
+    ends the options, so a question "--json" after it is not the flag."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = args[:args.index("--")] if "--" in args else args
+    return "--json" in args or "--jsonl" in args
+
+
 def _main(argv):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    as_json = _json_mode(argv)
     try:
         rc = cli.main(args=argv, prog_name="longdoc", standalone_mode=False)
     except SystemExit:  # a command's own exit status stands
-        _flush_stdout()
+        _flush_stdout(as_json)
         raise
-    except click.exceptions.Abort:
-        click.echo("longdoc: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        if as_json:
+            say_error("interrupted", True)
+        else:
+            click.echo("longdoc: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        if as_json:  # the message alone: the usage lines around it are for people
+            say_error(e.format_message(), True)
+        else:
+            e.show()
         sys.exit(2)
     except LongdocError as e:
-        click.echo(f"longdoc: error: {one_line(str(e))}", err=True)
+        say_error(str(e), as_json)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("longdoc: interrupted", err=True)
-        sys.exit(130)
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise
-        _write_failed(e)
+        _write_failed(e, as_json)
     except (MemoryError, RuntimeError) as e:
         # torch reports a failed CPU allocation as a RuntimeError and a CUDA one as OutOfMemoryError
         # (a RuntimeError too); any other RuntimeError is a bug and keeps its traceback.
         if not (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
                 or "can't allocate memory" in str(e)):
             raise
-        click.echo("longdoc: error: out of memory (a smaller --window or --attention setting, fewer "
-                   "--devices or a shorter input needs less)", err=True)
+        say_error("out of memory (a smaller --window or --attention setting, fewer --devices or a shorter "
+                  "input needs less)", as_json)
         sys.exit(2)
-    _flush_stdout()
+    _flush_stdout(as_json)
     sys.exit(rc if isinstance(rc, int) else 0)
