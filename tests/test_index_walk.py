@@ -94,6 +94,51 @@ def test_pdf_header_after_junk_is_judged_as_the_loader_judges_it(tmp_path):
     assert all(load(str(tmp_path / r)).kind == "pdf" for r in rels(res))
 
 
+def test_the_pdf_size_limit_follows_the_content_not_the_name(tmp_path, monkeypatch):
+    """The limit was chosen by name before the content was sniffed: a PDF not named .pdf (after junk, as
+    the loader reads it) got the text limit, and a text file named .pdf the PDF one. The content decides
+    now, from the sniff's bytes only: no skipped file is read further."""
+    import builtins
+
+    from longdoc.index import walk as walk_mod
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_sources_pdf import make_pdf
+
+    def pdf(size):
+        body = b"\x00\x05doc\x00\x00" + make_pdf([["Hello world"]]) + b"\n%"
+        return body + b"x" * (size - len(body))
+
+    make(tmp_path, {"mac.bin": pdf(20_000), "huge.bin": pdf(200_000), "big.txt": "y" * 20_000,
+                    "fake.pdf": "not a PDF at all\n" * 1200, "small.txt": "text"})
+    read = {}
+
+    class Counted:
+        def __init__(self, f, name):
+            self.f, self.name = f, name
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            read[self.name] = read.get(self.name, 0) + len(data)
+            return data
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(walk_mod, "open", lambda p, *a, **kw: Counted(builtins.open(p, *a, **kw), os.path.basename(p)),
+                        raising=False)
+    opts = WalkOptions(max_size=1000, max_pdf_size=100_000)
+    res = walk(tmp_path, opts)
+    assert rels(res) == ["mac.bin", "small.txt"]
+    assert dict(res.skipped) == {"big.txt": "larger than 1,000 bytes", "fake.pdf": "larger than 1,000 bytes",
+                                 "huge.bin": "larger than 100,000 bytes"}
+    assert all(n <= walk_mod.SNIFF_BYTES for n in read.values()), read
+    assert rels(read_file_list(["mac.bin", "big.txt"], tmp_path, opts)) == ["mac.bin"]
+
+
 def test_include_exclude(tmp_path):
     make(tmp_path, {"a.py": "x", "b.md": "x", "src/c.py": "x", "src/test_c.py": "x", "docs/d.md": "x"})
     assert rels(walk(tmp_path, WalkOptions(include=("*.py",)))) == ["a.py", "src/c.py", "src/test_c.py"]

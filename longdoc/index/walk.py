@@ -13,7 +13,7 @@ The rules follow ripgrep's, which most users already know:
   (``no_ignore`` lifts these together with the ignore files).
 * A file whose first 8 KiB hold a NUL byte is binary and skipped, except PDFs (recognised by the
   loader's own rule, ``sources.looks_like_pdf``) and UTF-16 text with a byte-order mark. Files above
-  ``max_size`` bytes are skipped.
+  ``max_size`` bytes (``max_pdf_size`` for what that rule calls a PDF) are skipped.
 * ``exclude`` patterns (gitignore syntax, relative to the root) win over everything; when ``include``
   patterns are given only files matching one of them are kept.
 * Symbolic links are not followed unless ``follow``; then each real folder is entered once, so a
@@ -151,22 +151,19 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def sniff(path: Path) -> str | None:
-    """None when the file is indexable text or PDF, else the reason it is skipped."""
+def sniff(path: Path) -> tuple[bool, str | None]:
+    """(whether the file is a PDF, None when it is indexable else the reason it is skipped), from its
+    first SNIFF_BYTES only."""
     try:
         with open(path, "rb") as f:
             head = f.read(SNIFF_BYTES)
     except OSError as e:
-        return f"unreadable ({e.strerror or e})"
+        return False, f"unreadable ({e.strerror or e})"
     if looks_like_pdf(head, path):  # the loader's own rule, so that what it reads as a PDF is indexed
-        return None
+        return True, None
     if b"\x00" in head and not head.startswith(_UTF16_BOMS):
-        return "binary"
-    return None
-
-
-def _is_pdf_name(name: str) -> bool:
-    return name.lower().endswith(".pdf")
+        return False, "binary"
+    return False, None
 
 
 def walk(root: str | os.PathLike, opts: WalkOptions = WalkOptions()) -> WalkResult:
@@ -257,11 +254,11 @@ def _entry(path: Path, rel: str, opts: WalkOptions, res: WalkResult) -> Entry | 
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    limit = opts.max_pdf_size if _is_pdf_name(rel) else opts.max_size
+    is_pdf, why = sniff(path)  # the content, not the name, says which limit applies (as the loader reads it)
+    limit = opts.max_pdf_size if is_pdf else opts.max_size
     if st.st_size > limit:
         res.skipped.append((rel, f"larger than {limit:,} bytes"))
         return None
-    why = sniff(path)
     if why is not None:
         res.skipped.append((rel, why))
         return None
