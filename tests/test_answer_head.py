@@ -52,17 +52,40 @@ def test_ranker_json_round_trip_with_and_without_the_short_head(tmp_path):
     del d["answer_short"]
     p.write_text(json.dumps(d))
     assert Ranker.load(p).short_answer_weights is None
+    # weights fitted through other identity questions are refused, as weights of other features are
+    d["identity_questions"] = ["What is this?"]
+    p.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="do not match"):
+        Ranker.load(p)
+
+
+def test_the_opening_counts_only_through_the_identity_score():
+    """The lead and position priors act through how much the question asks about the document itself:
+    a question with identity 0 gets the same features for the opening as for any other passage of the
+    same scores, and a question with identity 1 gets the lead columns in full."""
+    S, rng = 6, np.random.default_rng(1)
+    dense, lex = rng.uniform(-0.2, 0.7, (2, S)), rng.uniform(0, 3, (2, S))
+    spans = [(i * 100, i * 100 + 90) for i in range(S)]
+    f = rank.features(dense, lex, spans, 600, identity=np.array([0.0, 1.0]))
+    col = {name: f[..., i] for i, name in enumerate(rank.FEATURES)}
+    assert not col["lead_identity"][0].any() and not col["position_identity"][0].any()
+    assert not col["dense_z_lead_identity"][0].any()
+    assert col["lead_identity"][1].tolist() == [1.0] * rank.LEAD_PASSAGES + [0.0] * (S - rank.LEAD_PASSAGES)
+    assert np.allclose(col["position_identity"][1], col["position"][1])
+    vecs = np.eye(4)[:2]  # two questions, each as close as can be to one of the identity questions
+    assert rank.identity(vecs, np.eye(4)[[1, 2]]).tolist() == [0.0, 1.0]
 
 
 def test_shipped_head_answers_a_one_passage_note_that_holds_the_answer():
     """The scores `ask` computes with the bundled MiniLM for the note "This Agreement shall be
     governed by the laws of the State of New York." (one passage). The head fitted on whole
     contracts scored the first 0.099 against its cut of 0.205 (nothing answered): with one passage
-    every margin is 0, which it read as "nothing stands out"."""
+    every margin is 0, which it read as "nothing stands out". (Passage probabilities as the head
+    gated by the identity score gives them.)"""
     r = Ranker.load()
     assert r.short_answer_weights is not None
-    holds = r.answerable(np.array([[0.498]]), np.array([[0.419]]), np.array([[0.230]]))  # governing law clause?
-    absent = r.answerable(np.array([[0.151]]), np.array([[0.021]]), np.array([[0.0]]))  # how much does parking cost?
+    holds = r.answerable(np.array([[0.576]]), np.array([[0.419]]), np.array([[0.230]]))  # governing law clause?
+    absent = r.answerable(np.array([[0.013]]), np.array([[0.021]]), np.array([[0.0]]))  # how much does parking cost?
     assert holds[0] >= r.answer_threshold > absent[0]
 
 

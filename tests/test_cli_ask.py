@@ -230,6 +230,22 @@ def test_real_model_finds_the_governing_law_clause_in_a_real_pdf():
     assert all(h["page"] >= 1 for h in hits)
 
 
+@pytest.mark.model
+def test_the_title_page_answers_questions_about_the_document_not_about_its_clauses():
+    """The opening passages (title, parties, dates) rank by how much the question asks about the
+    document itself (rank.IDENTITY_QUESTIONS), not first for every question."""
+    about_it = ["who are the parties to this agreement?", "what is the effective date?"]
+    about_clauses = ["termination clause?", "governing law clause?", "what are the payment terms?"]
+    r = invoke(["ask", "examples/distributor-agreement.pdf", *about_it, *about_clauses, "--json", "-k", "3",
+                "--threshold", "0"])
+    assert r.returncode == 0, r.stderr
+    answers = {a["question"]: a["results"] for a in json.loads(r.stdout)}
+    for q in about_it:
+        assert answers[q][0]["page"] == 1 and "Accuray" in answers[q][0]["text"], q
+    for q in about_clauses:
+        assert all(h["page"] != 1 for h in answers[q]), q
+
+
 def test_devices_2_gives_the_same_answer_as_one(tiny_model_dir, contract):
     """`--devices 2` shards the sequence over two gloo processes on the CPU; the result is exact."""
     args = ["ask", str(contract), "termination?", "--json", "--threshold", "-1", "--no-cache",

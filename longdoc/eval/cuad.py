@@ -124,7 +124,7 @@ class Scored:
     scores: np.ndarray
 
 
-def _score_contract(c: Contract, queries, systems, encoder, qvecs, seg_opts=None) -> dict[str, Scored]:
+def _score_contract(c: Contract, queries, systems, encoder, qvecs, ident, seg_opts=None) -> dict[str, Scored]:
     base = word_windows(c.text)
     base_txt = [c.text[s:e] for s, e in base]
     out: dict[str, Scored] = {}
@@ -158,7 +158,7 @@ def _score_contract(c: Contract, queries, systems, encoder, qvecs, seg_opts=None
         out["longdoc-dense"] = Scored(segs, dense)
         out["longdoc-bm25"] = Scored(segs, lex)
         out["longdoc-rrf"] = Scored(segs, retrieve.rank_fusion(dense, lex))
-        out["features"] = Scored(segs, rank.features(dense, lex, segs, len(c.text)))
+        out["features"] = Scored(segs, rank.features(dense, lex, segs, len(c.text), ident))
     return out
 
 
@@ -176,13 +176,14 @@ def _labels(spans, gold) -> np.ndarray:
     return np.array([any(s < ge and gs < e for gs, ge in gold) for s, e in spans], dtype=np.float64)
 
 
-def _training_rows(items, categories):
-    """Positive pairs' (passage features, overlaps-gold label) rows of the given contracts."""
+def _training_rows(items, categories, skip=frozenset()):
+    """Positive pairs' (passage features, overlaps-gold label) rows of the given contracts, leaving out
+    the categories in ``skip``."""
     X, y = [], []
     for c, sc in items:
         f = sc["features"]
         for qi, cat in enumerate(categories):
-            if cat in c.gold:
+            if cat in c.gold and cat not in skip:
                 X.append(f.scores[qi])
                 y.append(_labels(f.spans, c.gold[cat]))
     return np.concatenate(X), np.concatenate(y)
@@ -217,7 +218,7 @@ def _excerpt(c: Contract, segs, cat: str, ci: int, qi: int) -> str | None:
     return c.text[segs[lo][0]:segs[lo + n - 1][1]]
 
 
-def _excerpt_scores(text: str, query: str, qvec: np.ndarray, encoder):
+def _excerpt_scores(text: str, query: str, qvec: np.ndarray, ident: float, encoder):
     """(1, S) dense cosines, BM25 and passage features of a short document, scored on its own as
     ``ask`` scores a file: its own passages, its own encoder pass, BM25 over its own passages."""
     from longdoc.segment import segment
@@ -229,7 +230,7 @@ def _excerpt_scores(text: str, query: str, qvec: np.ndarray, encoder):
                            lambda: encoder.embed_spans(text, segs).numpy())
     dense = retrieve.dense_scores(vecs, qvec[None])
     lex = retrieve.lexical_scores([text[s:e] for s, e in segs], [query])
-    return dense, lex, rank.features(dense, lex, segs, len(text))
+    return dense, lex, rank.features(dense, lex, segs, len(text), np.array([ident]))
 
 
 def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.9) -> float:
@@ -244,7 +245,8 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
              seg_opts: dict | None = None, short_head: bool = True):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
-    a head that saw it; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
+    a head that saw it; "longdoc (new questions)" also folds by category, so neither the contract nor
+    the kind of question was seen; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
     from longdoc.tasks import rank
 
     contracts, categories = load_contracts(data, limit)
@@ -255,10 +257,11 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
 
         encoder = load_encoder(window=window, positions=positions, attention=attention)
     qvecs = encoder.embed_texts(queries).numpy() if need_model else None
+    ident = rank.identity(qvecs, encoder.embed_texts(list(rank.IDENTITY_QUESTIONS)).numpy()) if need_model else None
     t0 = time.time()
     scored = []
     for ci, c in enumerate(contracts):
-        scored.append((c, _score_contract(c, queries, systems, encoder, qvecs, seg_opts)))
+        scored.append((c, _score_contract(c, queries, systems, encoder, qvecs, ident, seg_opts)))
         log(f"[{ci + 1}/{len(contracts)}] {c.doc[4:60]}  {time.time() - t0:.0f}s", file=sys.stderr)
 
     if "longdoc" in systems:  # cross-validated heads: each contract scored by heads fitted on the others
@@ -278,7 +281,7 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                     for qi, cat in enumerate(categories):
                         rows = [(ax[qi], False, prob.shape[1])]
                         if (text := _excerpt(c, sc["features"].spans, cat, i, qi)) is not None:
-                            d, lx, f = _excerpt_scores(text, queries[qi], qvecs[qi], encoder)
+                            d, lx, f = _excerpt_scores(text, queries[qi], qvecs[qi], ident[qi], encoder)
                             p = 1.0 / (1.0 + np.exp(-(f @ w + b)))
                             rows.append((rank.answer_features(p, d, lx)[0], True, p.shape[1]))
                         for x, excerpt, nseg in rows:
@@ -311,6 +314,21 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                                  "negatives_cleared": float(np.mean(sn >= threshold)),
                                  "positives": len(sp), "negatives": len(sn),
                                  "auc_answer_head": _auc(answer[pair_excerpt], pair_pos[pair_excerpt])}
+    if "longdoc (new questions)" in systems:
+        # Users ask what they like, not CUAD's 41 questions: each (contract, category) pair is scored
+        # by a passage head fitted on the other folds of contracts *and* of categories, so neither the
+        # contract nor the kind of question was seen (FOLDS x FOLDS heads).
+        for kc in range(FOLDS):
+            for kq in range(FOLDS):
+                held = {cat for qi, cat in enumerate(categories) if qi % FOLDS == kq}
+                train = [x for i, x in enumerate(scored) if i % FOLDS != kc]
+                w, b = rank.fit(*_training_rows(train, categories, skip=held))
+                for i, (c, sc) in enumerate(scored):
+                    if i % FOLDS == kc:
+                        prob = sc.setdefault("longdoc (new questions)", Scored(
+                            sc["features"].spans, np.zeros(sc["features"].scores.shape[:2]))).scores
+                        rows = [qi for qi, cat in enumerate(categories) if cat in held]
+                        prob[rows] = 1.0 / (1.0 + np.exp(-(sc["features"].scores[rows] @ w + b)))
     if "longdoc (shipped head)" in systems:
         shipped = rank.Ranker.load()
         for c, sc in scored:
@@ -357,7 +375,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=default_data_dir())
     ap.add_argument("--limit", type=int, default=None, help="first N contracts only")
-    ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc-rrf,longdoc")
+    ap.add_argument("--systems", default="floor,bm25-plain,bm25,minilm,rrf,longdoc-dense,longdoc-bm25,longdoc-rrf,longdoc,"
+                                        "longdoc (new questions)")
     ap.add_argument("--window", type=int, default=None, help="encoder radius (default: the model's)")
     ap.add_argument("--positions", choices=["tile", "restart"], default=None)
     ap.add_argument("--attention", default=None,

@@ -172,9 +172,11 @@ class Engine:
         return np.stack(vecs)
 
 
-def score_passages(passages: Passages, dense: np.ndarray, lexical: np.ndarray, ranker: Ranker) -> np.ndarray:
-    """(Q, S) probability that each passage overlaps an answer, from dense cosines and BM25 (Q, S)."""
-    feats = rank.features(dense, lexical, passages.spans, len(passages.doc.text))
+def score_passages(passages: Passages, dense: np.ndarray, lexical: np.ndarray, identity: np.ndarray,
+                   ranker: Ranker) -> np.ndarray:
+    """(Q, S) probability that each passage overlaps an answer, from dense cosines and BM25 (Q, S) and
+    the questions' identity scores (Q,) (``rank.identity``)."""
+    feats = rank.features(dense, lexical, passages.spans, len(passages.doc.text), identity)
     return ranker.probability(feats)
 
 
@@ -209,9 +211,12 @@ def ask(
         raise LongdocError("empty question")
     ranker = Ranker.load()
     passages = engine.passages(doc)
-    dense = retrieve.dense_scores(passages.vectors, engine.question_vectors(questions))
+    # the identity questions ride along with the user's: embedded once, then cached like any question
+    qvecs = engine.question_vectors(questions + list(rank.IDENTITY_QUESTIONS))
+    qvecs, ivecs = qvecs[:len(questions)], qvecs[len(questions):]
+    dense = retrieve.dense_scores(passages.vectors, qvecs)
     lexical = engine.lexical_scores(passages, questions)
-    prob = score_passages(passages, dense, lexical, ranker)
+    prob = score_passages(passages, dense, lexical, rank.identity(qvecs, ivecs), ranker)
     answered = ranker.answerable(prob, dense, lexical) >= ranker.answer_threshold
     answers = []
     for qi, q in enumerate(questions):

@@ -1,9 +1,11 @@
 """The ranker: turns dense and lexical evidence about each passage into one calibrated probability,
 and judges whether the document answers the question at all.
 
-For every (question, passage) pair a handful of query-agnostic features is computed from the dense
-cosine (long-context encoder), the BM25 score, and where the passage sits in the document; a
-logistic-regression head maps them to P(passage overlaps an answer). The head's weights live in
+For every (question, passage) pair a handful of features is computed from the dense cosine
+(long-context encoder), the BM25 score, and where the passage sits in the document; a
+logistic-regression head maps them to P(passage overlaps an answer). Where a passage sits counts
+through how much the question asks about the document itself (``identity``): the opening passages
+hold a document's name, parties and date, not its answer to any other question. The head's weights live in
 ``ranker.json`` beside this file (named weights, no pickle) and were fitted on the CUAD dev split by
 ``python -m longdoc.eval.cuad --train-ranker``, which also reports the contract-level
 cross-validated figures (docs/eval.md). Because the output is a probability, it is also what the
@@ -29,10 +31,23 @@ from longdoc.tasks import retrieve
 WEIGHTS_FILE = Path(__file__).with_name("ranker.json")
 
 # Feature names, in column order. "lead" marks the first passages of a document (title, parties,
-# dates live there in most contracts and reports); "position" is the start offset over the length.
-FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "position", "lead", "log_len",
-            "dense_z_lead")
+# dates live there in most contracts and reports); "position" is the start offset over the length;
+# "*_identity" is the column times the question's identity score (below).
+FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "position", "lead_identity",
+            "log_len", "dense_z_lead_identity", "position_identity")
 LEAD_PASSAGES = 2
+# Questions about the document itself. A question's identity score is its best cosine with these.
+# The lead prior acts only through it (the position prior partly): fitted on its own, it gave the
+# first two passages of every document a large bonus whatever was asked (CUAD's title, party and
+# date questions are 28% of its answerable pairs), which put a title page among the answers to
+# "governing law clause?" and first for most FinanceBench questions. Through the score the head
+# learns "the opening answers questions like these" (CUAD dev, 5-fold by contract: R@1 0.404 ->
+# 0.492, R@5 0.745 -> 0.776; folded by question type too, so each kind of question is scored by a
+# head that never saw it: R@5 0.772; docs/eval.md). Short questions for any kind of document, not
+# CUAD's category names; worded without "this document", whose words alone made "which law
+# governs this agreement?" score like a question about the document.
+IDENTITY_QUESTIONS = ("What is the document called?", "Who are the parties?", "When was it signed?",
+                      "When does it take effect?", "Who wrote it?")
 ANSWER_FEATURES = ("top_prob", "second_prob", "top_prob_margin", "dense_max", "dense_margin", "lex_max_log",
                    "lex_max_z")
 # Documents of at most this many passages are judged by the short-document answer head. The answer
@@ -53,13 +68,23 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
 
 
-def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]], text_len: int) -> np.ndarray:
-    """(Q, S, F) features from the (Q, S) dense cosines and BM25 scores of a document's passages."""
+def identity(question_vecs: np.ndarray, identity_vecs: np.ndarray) -> np.ndarray:
+    """(Q,) how much each question asks about the document itself: its best cosine with the
+    IDENTITY_QUESTIONS' vectors (both L2-normalised, from the same model)."""
+    return (np.asarray(question_vecs, dtype=np.float64) @ np.asarray(identity_vecs, dtype=np.float64).T).max(1)
+
+
+def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]], text_len: int,
+             identity: np.ndarray) -> np.ndarray:
+    """(Q, S, F) features from the (Q, S) dense cosines and BM25 scores of a document's passages and
+    the (Q,) identity scores of the questions."""
     Q, S = dense.shape
     starts = np.array([s for s, _ in spans], dtype=np.float64)
     lengths = np.array([e - s for s, e in spans], dtype=np.float64)
     lead = (np.arange(S) < LEAD_PASSAGES).astype(np.float64)
     row = lambda v: np.broadcast_to(v, (Q, S))
+    ident = np.asarray(identity, dtype=np.float64).reshape(Q, 1)
+    position = row(starts / max(text_len, 1))
     dense_z = _z(dense)
     cols = {
         "lex_z": _z(lexical),
@@ -68,10 +93,11 @@ def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]
         "dense_rr": 10.0 / (10.0 + retrieve.ranks(dense)),
         "lex_rel": lexical / (lexical.max(1, keepdims=True) + 1e-6),
         "dense": dense,
-        "position": row(starts / max(text_len, 1)),
-        "lead": row(lead),
+        "position": position,
+        "lead_identity": lead * ident,
         "log_len": row(np.log(lengths + 1.0) - 6.0),
-        "dense_z_lead": dense_z * lead,
+        "dense_z_lead_identity": dense_z * lead * ident,
+        "position_identity": position * ident,
     }
     return np.stack([cols[f] for f in FEATURES], axis=-1).astype(np.float64)
 
@@ -107,7 +133,8 @@ class Ranker:
     @classmethod
     def load(cls, path: Path = WEIGHTS_FILE) -> "Ranker":
         d = json.loads(Path(path).read_text(encoding="utf-8"))
-        if tuple(d["features"]) != FEATURES or tuple(d["answer"]["features"]) != ANSWER_FEATURES:
+        if (tuple(d["features"]) != FEATURES or tuple(d["answer"]["features"]) != ANSWER_FEATURES
+                or tuple(d.get("identity_questions", ())) != IDENTITY_QUESTIONS):
             raise ValueError(f"{path}: ranker features do not match this version of longdoc")
         a, sh = d["answer"], d.get("answer_short")
         return cls(np.array([d["weights"][f] for f in FEATURES]), float(d["bias"]),
@@ -117,7 +144,8 @@ class Ranker:
                    float(sh["bias"]) if sh else 0.0)
 
     def save(self, path: Path = WEIGHTS_FILE) -> None:
-        d = {"features": list(FEATURES), "weights": dict(zip(FEATURES, map(float, self.weights))),
+        d = {"features": list(FEATURES), "identity_questions": list(IDENTITY_QUESTIONS),
+             "weights": dict(zip(FEATURES, map(float, self.weights))),
              "bias": self.bias,
              "answer": {"features": list(ANSWER_FEATURES),
                         "weights": dict(zip(ANSWER_FEATURES, map(float, self.answer_weights))),
