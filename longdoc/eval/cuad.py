@@ -3,7 +3,8 @@
     python -m longdoc.eval.cuad [--data ../shared/data/cuad] [--limit N] [--systems ...] [--attention NAME]
 
 For each of the dev contracts and each of CUAD's 41 categories, the query is
-``"<category in lower case> clause?"``. A hit is a returned span overlapping a gold span. Reported:
+``"<category in lower case> clause?"`` (``--queries description``: CUAD's description of the
+category, words the ranker was not fitted on). A hit is a returned span overlapping a gold span. Reported:
 Recall@1/3/5 and MRR@10 over the positive (contract, category) pairs, the mean length of the top-5
 returned spans, and on the negative pairs how often the top result clears the threshold.
 
@@ -64,6 +65,17 @@ def load_contracts(data: Path, limit: int | None = None) -> tuple[list[Contract]
 
 def query_for(category: str) -> str:
     return f"{category.lower()} clause?"
+
+
+def descriptions(data: Path) -> dict[str, str]:
+    """CUAD's own description of each category ("Which state/country's law governs the
+    interpretation of the contract?"), by category name in lower case: the same clauses asked in
+    other words than the ones the ranker was fitted on."""
+    import csv
+
+    with open(data / "category_descriptions.csv", encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f))[1:]  # cells read "Category: Parties", "Description: The two or ..."
+    return {r[0].split(": ", 1)[1].lower(): r[1].split(": ", 1)[1].strip() for r in rows}
 
 
 class Tally:
@@ -242,7 +254,7 @@ def _pick_threshold(pos_top: list[float], neg_top: list[float], keep: float = 0.
 
 def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, log=print, *,
              window: int | None = None, positions: str | None = None, attention: str | None = None, train_out: Path | None = None,
-             seg_opts: dict | None = None, short_head: bool = True):
+             seg_opts: dict | None = None, short_head: bool = True, query_style: str = "clause"):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
     a head that saw it; "longdoc (new questions)" also folds by category, so neither the contract nor
@@ -250,7 +262,11 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
     from longdoc.tasks import rank
 
     contracts, categories = load_contracts(data, limit)
-    queries = [query_for(c) for c in categories]
+    if query_style == "description":
+        described = descriptions(data)
+        queries = [described[c.lower()] for c in categories]
+    else:
+        queries = [query_for(c) for c in categories]
     need_model = any(s not in ("floor", "bm25", "bm25-plain") for s in systems)
     if need_model and encoder is None:
         from longdoc.model import load_encoder
@@ -383,6 +399,10 @@ def main(argv=None):
                     help="attention variant of the long encoder (docs/attention.md), e.g. lsh or sinks:sinks=8")
     ap.add_argument("--max-chars", type=int, default=None, help="segmenter's passage cap (default: its own)")
     ap.add_argument("--min-chars", type=int, default=None, help="segmenter's merge floor (default: its own)")
+    ap.add_argument("--queries", choices=["clause", "description"], default="clause",
+                    help="'<category> clause?' (what the ranker is fitted on) or CUAD's description of the "
+                         "category; with --systems '...,longdoc (shipped head)' the shipped head on questions "
+                         "worded otherwise")
     ap.add_argument("--train-ranker", action="store_true",
                     help="refit the ranker head on all the contracts given and write longdoc/tasks/ranker.json")
     ap.add_argument("--no-short-head", action="store_true",
@@ -390,10 +410,12 @@ def main(argv=None):
                          "(as before the short-document head); for comparison")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.train_ranker and a.queries != "clause":
+        ap.error("--train-ranker fits the shipped head on the clause queries only")
     from longdoc.tasks import rank
 
     rows, extra = evaluate(a.data, a.limit, a.systems.split(","), window=a.window, positions=a.positions,
-                           attention=a.attention, short_head=not a.no_short_head,
+                           attention=a.attention, short_head=not a.no_short_head, query_style=a.queries,
                            train_out=rank.WEIGHTS_FILE if a.train_ranker else None,
                            seg_opts={k: v for k, v in (("max_chars", a.max_chars), ("min_chars", a.min_chars)) if v})
     if a.json:
