@@ -152,3 +152,20 @@ def test_eval_excerpt_holds_the_clause_and_is_a_few_whole_passages():
             assert (segs[inside[0]][0], segs[inside[-1]][1]) == (a, a + len(ex))
             if cat == "Thirteen":
                 assert "topic 13" in ex
+
+
+def test_eval_reads_cuads_category_descriptions(tmp_path):
+    """--queries description: CUAD's CSV labels every cell ("Category: ...", "Description: ..."),
+    starts with a byte-order mark, and spells some names in other case than labels.dev.jsonl."""
+    from longdoc.eval.cuad import descriptions
+
+    (tmp_path / "category_descriptions.csv").write_text(
+        "\ufeffCategory (incl. context and answer),Description,Answer Format,Group\n"
+        "Category: Parties,Description: The two or more parties who signed the contract,"
+        "Answer Format: Entity or individual names,Group: -\n"
+        'Category: IP Ownership Assignment,"Description: Does intellectual property created by one party '
+        'become the property of the counterparty, either per the terms of the contract or upon the '
+        'occurrence of certain events? ",Answer Format: Yes/No,Group: 3\n', encoding="utf-8")
+    d = descriptions(tmp_path)
+    assert d["parties"] == "The two or more parties who signed the contract"
+    assert d["ip ownership assignment"].startswith("Does intellectual property") and d["ip ownership assignment"].endswith("events?")
