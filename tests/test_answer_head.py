@@ -20,24 +20,25 @@ def _ranker(short: bool = True) -> Ranker:
                   np.full(n, 1.5) if short else None, 1.0)
 
 
-def _scores(S: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return rng.uniform(0, 1, (2, S)), rng.uniform(-0.2, 0.7, (2, S)), rng.uniform(0, 3, (2, S))
+def _scores(S: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (rng.uniform(0, 1, (2, S)), rng.uniform(-0.2, 0.7, (2, S)), rng.uniform(0, 3, (2, S)),
+            rng.uniform(0, 0.7, 2))
 
 
 def test_short_documents_are_judged_by_the_short_head():
     r, rng = _ranker(), np.random.default_rng(0)
     sig = lambda x: 1.0 / (1.0 + np.exp(-x))
     for S in range(1, SHORT_SEGMENTS + 3):
-        prob, dense, lex = _scores(S, rng)
-        x = rank.answer_features(prob, dense, lex)
+        prob, dense, lex, ident = _scores(S, rng)
+        x = rank.answer_features(prob, dense, lex, ident)
         want = sig(x @ r.short_answer_weights + r.short_answer_bias) if S <= SHORT_SEGMENTS \
             else sig(x @ r.answer_weights + r.answer_bias)
-        assert r.answerable(prob, dense, lex) == pytest.approx(want), S
+        assert r.answerable(prob, dense, lex, ident) == pytest.approx(want), S
     # without a short head (a ranker.json from before it), every length gets the one head
-    prob, dense, lex = _scores(1, rng)
+    prob, dense, lex, ident = _scores(1, rng)
     old = _ranker(short=False)
-    assert old.answerable(prob, dense, lex) == pytest.approx(
-        sig(rank.answer_features(prob, dense, lex) @ old.answer_weights + old.answer_bias))
+    assert old.answerable(prob, dense, lex, ident) == pytest.approx(
+        sig(rank.answer_features(prob, dense, lex, ident) @ old.answer_weights + old.answer_bias))
 
 
 def test_ranker_json_round_trip_with_and_without_the_short_head(tmp_path):
@@ -84,8 +85,10 @@ def test_shipped_head_answers_a_one_passage_note_that_holds_the_answer():
     gated by the identity score gives them.)"""
     r = Ranker.load()
     assert r.short_answer_weights is not None
-    holds = r.answerable(np.array([[0.576]]), np.array([[0.419]]), np.array([[0.230]]))  # governing law clause?
-    absent = r.answerable(np.array([[0.013]]), np.array([[0.021]]), np.array([[0.0]]))  # how much does parking cost?
+    holds = r.answerable(np.array([[0.425]]), np.array([[0.419]]), np.array([[0.230]]),
+                         np.array([0.275]))  # governing law clause?
+    absent = r.answerable(np.array([[0.033]]), np.array([[0.021]]), np.array([[0.0]]),
+                          np.array([0.142]))  # how much does parking cost?
     assert holds[0] >= r.answer_threshold > absent[0]
 
 

@@ -293,13 +293,13 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                 if i % FOLDS == k:
                     prob = 1.0 / (1.0 + np.exp(-(sc["features"].scores @ w + b)))
                     sc["longdoc"] = Scored(sc["features"].spans, prob)
-                    ax = rank.answer_features(prob, sc["longdoc-dense"].scores, sc["longdoc-bm25"].scores)
+                    ax = rank.answer_features(prob, sc["longdoc-dense"].scores, sc["longdoc-bm25"].scores, ident)
                     for qi, cat in enumerate(categories):
                         rows = [(ax[qi], False, prob.shape[1])]
                         if (text := _excerpt(c, sc["features"].spans, cat, i, qi)) is not None:
                             d, lx, f = _excerpt_scores(text, queries[qi], qvecs[qi], ident[qi], encoder)
                             p = 1.0 / (1.0 + np.exp(-(f @ w + b)))
-                            rows.append((rank.answer_features(p, d, lx)[0], True, p.shape[1]))
+                            rows.append((rank.answer_features(p, d, lx, ident[qi:qi + 1])[0], True, p.shape[1]))
                         for x, excerpt, nseg in rows:
                             pair_fold.append(k)
                             pair_pos.append(cat in c.gold)

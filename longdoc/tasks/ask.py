@@ -216,8 +216,9 @@ def ask(
     qvecs, ivecs = qvecs[:len(questions)], qvecs[len(questions):]
     dense = retrieve.dense_scores(passages.vectors, qvecs)
     lexical = engine.lexical_scores(passages, questions)
-    prob = score_passages(passages, dense, lexical, rank.identity(qvecs, ivecs), ranker)
-    answered = ranker.answerable(prob, dense, lexical) >= ranker.answer_threshold
+    identity = rank.identity(qvecs, ivecs)
+    prob = score_passages(passages, dense, lexical, identity, ranker)
+    answered = ranker.answerable(prob, dense, lexical, identity) >= ranker.answer_threshold
     answers = []
     for qi, q in enumerate(questions):
         hits = []

@@ -14,7 +14,8 @@ cross-validated figures (docs/eval.md). Because the output is a probability, it 
 Whether a document answers a question at all is a second, question-level head: the passage
 probabilities are relative (a document's best passage scores well even when nothing fits), so the
 shape of the whole score distribution (best and second probability, best dense cosine and its margin
-over the mean, best BM25 and its z-score) is what tells an absent clause from a present one. Without
+over the mean, best BM25 and its z-score) is what tells an absent clause from a present one, with
+the question's identity score: every document has a name, parties or a date to point at. Without
 ``--threshold``, ``ask`` returns nothing for a question this head scores below its cut. A document of
 at most SHORT_SEGMENTS passages has hardly any such shape, and is judged by a head of its own (below).
 """
@@ -49,7 +50,7 @@ LEAD_PASSAGES = 2
 IDENTITY_QUESTIONS = ("What is the document called?", "Who are the parties?", "When was it signed?",
                       "When does it take effect?", "Who wrote it?")
 ANSWER_FEATURES = ("top_prob", "second_prob", "top_prob_margin", "dense_max", "dense_margin", "lex_max_log",
-                   "lex_max_z")
+                   "lex_max_z", "identity")
 # Documents of at most this many passages are judged by the short-document answer head. The answer
 # features describe the shape of a document's score distribution, which a document of a few passages
 # barely has: with one passage there is no second probability and every margin and z-score is 0, with
@@ -102,9 +103,9 @@ def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]
     return np.stack([cols[f] for f in FEATURES], axis=-1).astype(np.float64)
 
 
-def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray, identity: np.ndarray) -> np.ndarray:
     """(Q, len(ANSWER_FEATURES)) question-level features from the (Q, S) passage probabilities, dense
-    cosines and BM25 scores of one document."""
+    cosines and BM25 scores of one document and the (Q,) identity scores of the questions."""
     top2 = -np.sort(-prob, axis=1)[:, :2]
     second = top2[:, 1] if prob.shape[1] > 1 else np.zeros(len(prob))
     lmax = lexical.max(1)
@@ -112,6 +113,7 @@ def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray) ->
         top2[:, 0], second, top2[:, 0] - prob.mean(1),
         dense.max(1), dense.max(1) - dense.mean(1),
         np.log1p(lmax), (lmax - lexical.mean(1)) / (lexical.std(1) + 1e-6),
+        np.asarray(identity, dtype=np.float64).reshape(len(prob)),
     ], axis=1)
 
 
@@ -161,13 +163,14 @@ class Ranker:
         """(Q, S) probability that each passage overlaps an answer."""
         return _sigmoid(feats @ self.weights + self.bias)
 
-    def answerable(self, prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray) -> np.ndarray:
+    def answerable(self, prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray,
+                   identity: np.ndarray) -> np.ndarray:
         """(Q,) probability that the document answers each question at all; a document of at most
         SHORT_SEGMENTS passages is judged by the short-document head (see SHORT_SEGMENTS)."""
         w, b = self.answer_weights, self.answer_bias
         if prob.shape[1] <= SHORT_SEGMENTS and self.short_answer_weights is not None:
             w, b = self.short_answer_weights, self.short_answer_bias
-        return _sigmoid(answer_features(prob, dense, lexical) @ w + b)
+        return _sigmoid(answer_features(prob, dense, lexical, identity) @ w + b)
 
 
 def fit(X: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
