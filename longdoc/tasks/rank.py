@@ -5,8 +5,8 @@ For every (question, passage) pair a handful of features is computed from the de
 (long-context encoder), the BM25 score, and where the passage sits in the document; a
 logistic-regression head maps them to P(passage overlaps an answer). Where a passage sits counts
 through how much the question asks about the document itself (``identity``): the opening passages
-hold a document's name, parties and date, not its answer to any other question. The head's weights live in
-``ranker.json`` beside this file (named weights, no pickle) and were fitted on the CUAD dev split by
+hold a document's name, parties and date, not its answer to any other question. The head's weights
+live in ``ranker.json`` beside this file (named weights, no pickle) and were fitted on the CUAD dev split by
 ``python -m longdoc.eval.cuad --train-ranker``, which also reports the contract-level
 cross-validated figures (docs/eval.md). Because the output is a probability, it is also what the
 ``--threshold`` of ``ask`` cuts on.
@@ -32,8 +32,8 @@ from longdoc.tasks import retrieve
 WEIGHTS_FILE = Path(__file__).with_name("ranker.json")
 
 # Feature names, in column order. "lead" marks the first passages of a document (title, parties,
-# dates live there in most contracts and reports); "position" is the start offset over the length;
-# "*_identity" is the column times the question's identity score (below).
+# dates live there in most contracts and reports) and counts only times the question's identity
+# score (below), as "*_identity" says; "position" is the start offset over the length.
 FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "position", "lead_identity",
             "log_len", "dense_z_lead_identity", "position_identity")
 LEAD_PASSAGES = 2
@@ -103,7 +103,8 @@ def features(dense: np.ndarray, lexical: np.ndarray, spans: list[tuple[int, int]
     return np.stack([cols[f] for f in FEATURES], axis=-1).astype(np.float64)
 
 
-def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray, identity: np.ndarray) -> np.ndarray:
+def answer_features(prob: np.ndarray, dense: np.ndarray, lexical: np.ndarray,
+                    identity: np.ndarray) -> np.ndarray:
     """(Q, len(ANSWER_FEATURES)) question-level features from the (Q, S) passage probabilities, dense
     cosines and BM25 scores of one document and the (Q,) identity scores of the questions."""
     top2 = -np.sort(-prob, axis=1)[:, :2]
