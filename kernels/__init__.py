@@ -9,7 +9,7 @@ if __name__ == "kernels":
     # and imports (from 5.x). That name is the PyPI package's; hand the import over to it.
     from ._name_clash import hand_over_to_installed
 
-    hand_over_to_installed(__file__)
+    hand_over_to_installed()
 else:
     from .dispatch import (band_with_tile, local_global_attention, local_global_attention_dense,
                            local_global_attention_reference, local_global_attention_triton)

@@ -13,15 +13,24 @@ import sys
 from pathlib import Path
 
 
-def hand_over_to_installed(init_file: str) -> None:
-    """Load the ``kernels`` that sys.path holds outside this checkout into sys.modules in place of
-    the module being imported (the import statement returns what sys.modules holds once the module's
-    code has run). With none installed, the folder keeps the name and exports nothing under it."""
-    checkout = Path(init_file).resolve().parents[1]
-    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != checkout]
-    spec = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+def hand_over_to_installed() -> None:
+    """Load the first ``kernels`` on sys.path that is not a copy of this folder into sys.modules in
+    place of the module being imported (the import statement returns what sys.modules holds once the
+    module's code has run). With none installed, the folder keeps the name and exports nothing."""
+    spec = next((s for s in map(_kernels_in, sys.path) if s is not None and not _is_ours(s)), None)
     if spec is None or spec.loader is None:
         return
     module = importlib.util.module_from_spec(spec)
     sys.modules["kernels"] = module  # before running it: its own imports of kernels.* resolve to it
     spec.loader.exec_module(module)
+
+
+def _kernels_in(entry: str):
+    return importlib.machinery.PathFinder.find_spec("kernels", [entry])
+
+
+def _is_ours(spec) -> bool:
+    """A copy of this folder (this checkout, another checkout or worktree on PYTHONPATH): handing over
+    to it would hand back, forever."""
+    origin = Path(spec.origin) if spec.origin else None
+    return origin is not None and (origin.parent / Path(__file__).name).exists()

@@ -44,3 +44,16 @@ def test_transformers_hub_kernels_import_from_the_root():
                    "import longdoc.kernels as K; print(K.local_global_attention.__module__)")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == "longdoc.kernels.dispatch"
+
+
+@pytest.mark.skipif(not _pypi_kernels_installed(), reason="the PyPI package kernels is not installed")
+def test_another_copy_of_the_folder_earlier_on_the_path_is_passed_over(tmp_path):
+    """A second checkout or worktree on PYTHONPATH holds the same folder: each copy handed the import
+    to the other, forever (RecursionError)."""
+    import shutil
+
+    shutil.copytree(REPO / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    r = _from_root(f"sys.path.insert(0, {str(tmp_path)!r}); import kernels; print(kernels.__file__)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = Path(r.stdout.split()[-1]).resolve()
+    assert not got.is_relative_to(REPO) and not got.is_relative_to(tmp_path), got
