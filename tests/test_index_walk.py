@@ -182,3 +182,23 @@ def test_not_a_directory(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(LongdocError, match="not a directory"):
         walk(tmp_path / "f")
+
+
+def test_a_file_that_cannot_be_read_is_named_unreadable_whatever_its_size(tmp_path, monkeypatch):
+    """The size limit follows the sniffed content; a file that could not be opened has none, and was
+    reported as 'larger than 1,048,576 bytes' (the text limit) instead of why it was skipped."""
+    import builtins
+
+    from longdoc.index import walk as walk_mod
+
+    make(tmp_path, {"locked.pdf": "%PDF-1.4\n" + "x" * 3000, "ok.txt": "text"})
+
+    def refuse(p, *a, **kw):
+        if os.path.basename(p) == "locked.pdf":
+            raise PermissionError(13, "Permission denied")
+        return builtins.open(p, *a, **kw)
+
+    monkeypatch.setattr(walk_mod, "open", refuse, raising=False)
+    res = walk(tmp_path, WalkOptions(max_size=1000))
+    assert rels(res) == ["ok.txt"]
+    assert dict(res.skipped) == {"locked.pdf": "unreadable (Permission denied)"}

@@ -255,12 +255,12 @@ def _entry(path: Path, rel: str, opts: WalkOptions, res: WalkResult) -> Entry | 
     if not stat.S_ISREG(st.st_mode):
         return None
     is_pdf, why = sniff(path)  # the content, not the name, says which limit applies (as the loader reads it)
+    if why is not None:  # first: a file that could not be read has no content to size up
+        res.skipped.append((rel, why))
+        return None
     limit = opts.max_pdf_size if is_pdf else opts.max_size
     if st.st_size > limit:
         res.skipped.append((rel, f"larger than {limit:,} bytes"))
-        return None
-    if why is not None:
-        res.skipped.append((rel, why))
         return None
     return Entry(rel, path, st.st_size, st.st_mtime_ns)
 
