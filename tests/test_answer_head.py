@@ -172,3 +172,21 @@ def test_eval_reads_cuads_category_descriptions(tmp_path):
     d = descriptions(tmp_path)
     assert d["parties"] == "The two or more parties who signed the contract"
     assert d["ip ownership assignment"].startswith("Does intellectual property") and d["ip ownership assignment"].endswith("events?")
+
+
+def test_eval_folds_related_categories_together(tmp_path):
+    """The 'new questions' row holds out CUAD's groups of related categories together (group "-":
+    each category on its own), so a head is never scored on a sibling of what it was fitted on."""
+    from longdoc.eval.cuad import FOLDS, category_folds
+
+    rows = [("Document Name", "-"), ("Agreement Date", "1"), ("Effective Date", "1"), ("Expiration Date", "1"),
+            ("Cap on Liability", "6"), ("Uncapped Liability", "6"), ("Parties", "-"), ("Insurance", "-"),
+            ("Audit Rights", "5"), ("Governing Law", "-"), ("Post-Termination Services", "5")]
+    (tmp_path / "category_descriptions.csv").write_text(
+        "\ufeffCategory (incl. context and answer),Description,Answer Format,Group\n"
+        + "".join(f"Category: {c},Description: d,Answer Format: a,Group: {g}\n" for c, g in rows), encoding="utf-8")
+    cats = [c.title() for c, _ in rows]  # labels.dev.jsonl spells some names in another case
+    f = dict(zip(cats, category_folds(tmp_path, cats)))
+    assert f["Agreement Date"] == f["Effective Date"] == f["Expiration Date"]
+    assert f["Cap On Liability"] == f["Uncapped Liability"] and f["Audit Rights"] == f["Post-Termination Services"]
+    assert set(f.values()) == set(range(FOLDS))  # 8 units over 5 folds: every fold holds out something

@@ -67,15 +67,34 @@ def query_for(category: str) -> str:
     return f"{category.lower()} clause?"
 
 
+def _category_table(data: Path) -> list[list[str]]:
+    """category_descriptions.csv's rows as (category, description, answer format, group), each cell
+    without the label CUAD writes into it ("Category: Parties", "Description: The two or ...")."""
+    import csv
+
+    with open(data / "category_descriptions.csv", encoding="utf-8-sig", newline="") as f:
+        return [[cell.split(": ", 1)[-1].strip() for cell in r] for r in list(csv.reader(f))[1:]]
+
+
 def descriptions(data: Path) -> dict[str, str]:
     """CUAD's own description of each category ("Which state/country's law governs the
     interpretation of the contract?"), by category name in lower case: the same clauses asked in
     other words than the ones the ranker was fitted on."""
-    import csv
+    return {r[0].lower(): r[1] for r in _category_table(data)}
 
-    with open(data / "category_descriptions.csv", encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))[1:]  # cells read "Category: Parties", "Description: The two or ..."
-    return {r[0].split(": ", 1)[1].lower(): r[1].split(": ", 1)[1].strip() for r in rows}
+
+def category_folds(data: Path, categories: list[str]) -> list[int]:
+    """A fold per category that keeps CUAD's groups of related categories together (Agreement,
+    Effective and Expiration Date and the renewal terms are group 1; both liability caps group 6;
+    group "-" is categories related to no other, each on its own), so a head scored on a fold saw
+    no question of the same kind."""
+    group = {r[0].lower(): r[3] for r in _category_table(data)}
+    units: list[str] = []
+    for c in categories:
+        u = c.lower() if group.get(c.lower(), "-") == "-" else group[c.lower()]
+        units.append(u)
+    order = list(dict.fromkeys(units))
+    return [order.index(u) % FOLDS for u in units]
 
 
 class Tally:
@@ -332,11 +351,13 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
                                  "auc_answer_head": _auc(answer[pair_excerpt], pair_pos[pair_excerpt])}
     if "longdoc (new questions)" in systems:
         # Users ask what they like, not CUAD's 41 questions: each (contract, category) pair is scored
-        # by a passage head fitted on the other folds of contracts *and* of categories, so neither the
-        # contract nor the kind of question was seen (FOLDS x FOLDS heads).
+        # by a passage head fitted on the other folds of contracts *and* of categories (related
+        # categories fold together: category_folds), so neither the contract nor the kind of question
+        # was seen (FOLDS x FOLDS heads).
+        cat_fold = category_folds(data, categories)
         for kc in range(FOLDS):
             for kq in range(FOLDS):
-                held = {cat for qi, cat in enumerate(categories) if qi % FOLDS == kq}
+                held = {cat for qi, cat in enumerate(categories) if cat_fold[qi] == kq}
                 train = [x for i, x in enumerate(scored) if i % FOLDS != kc]
                 w, b = rank.fit(*_training_rows(train, categories, skip=held))
                 for i, (c, sc) in enumerate(scored):

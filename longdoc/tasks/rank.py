@@ -39,12 +39,13 @@ FEATURES = ("lex_z", "dense_z", "lex_rr", "dense_rr", "lex_rel", "dense", "posit
 LEAD_PASSAGES = 2
 # Questions about the document itself. A question's identity score is its best cosine with these.
 # The lead prior acts only through it (the position prior partly): fitted on its own, it gave the
-# first two passages of every document a large bonus whatever was asked (CUAD's title, party and
-# date questions are 28% of its answerable pairs), which put a title page among the answers to
-# "governing law clause?" and first for most FinanceBench questions. Through the score the head
-# learns "the opening answers questions like these" (CUAD dev, 5-fold by contract: R@1 0.404 ->
-# 0.492, R@5 0.745 -> 0.776; folded by question type too, so each kind of question is scored by a
-# head that never saw it: R@5 0.772; docs/eval.md). Short questions for any kind of document, not
+# first two passages of every document the same bonus whatever was asked, 2.7 logits (CUAD's
+# title, party and date questions are 28% of its answerable pairs), which made an earnings
+# release's first page the top answer to most FinanceBench questions. Through the score the bonus
+# follows the question: about 1-2.5 logits for questions about clauses or figures, 4-5 for
+# questions about the document itself (CUAD dev, 5-fold by contract: R@1 0.404 -> 0.492, R@5 0.745
+# -> 0.776; folded by CUAD's groups of related categories too, so no head saw a question of the
+# kind it scores: R@5 0.726 -> 0.776; docs/eval.md). Short questions for any kind of document, not
 # CUAD's category names; worded without "this document", whose words alone made "which law
 # governs this agreement?" score like a question about the document.
 IDENTITY_QUESTIONS = ("What is the document called?", "Who are the parties?", "When was it signed?",
