@@ -89,10 +89,7 @@ def category_folds(data: Path, categories: list[str]) -> list[int]:
     group "-" is categories related to no other, each on its own), so a head scored on a fold saw
     no question of the same kind."""
     group = {r[0].lower(): r[3] for r in _category_table(data)}
-    units: list[str] = []
-    for c in categories:
-        u = c.lower() if group.get(c.lower(), "-") == "-" else group[c.lower()]
-        units.append(u)
+    units = [c.lower() if group.get(c.lower(), "-") == "-" else group[c.lower()] for c in categories]
     order = list(dict.fromkeys(units))
     return [order.index(u) % FOLDS for u in units]
 
@@ -276,8 +273,9 @@ def evaluate(data: Path, limit: int | None, systems: list[str], encoder=None, lo
              seg_opts: dict | None = None, short_head: bool = True, query_style: str = "clause"):
     """Rows of the results table, by system. The "longdoc" system is the ranker head fitted on the
     other folds of contracts (FOLDS-fold cross-validation by contract), so no contract is scored by
-    a head that saw it; "longdoc (new questions)" also folds by category, so neither the contract nor
-    the kind of question was seen; "longdoc (shipped head)" uses longdoc/tasks/ranker.json as shipped."""
+    a head that saw it; "longdoc (new questions)" also folds by groups of related categories, so neither
+    the contract nor the kind of question was seen; "longdoc (shipped head)" uses
+    longdoc/tasks/ranker.json as shipped."""
     from longdoc.tasks import rank
 
     contracts, categories = load_contracts(data, limit)
