@@ -11,8 +11,8 @@ if __name__ == "kernels":
 
     hand_over_to_installed()
 else:
-    from .dispatch import (band_with_tile, local_global_attention, local_global_attention_dense,
-                           local_global_attention_reference, local_global_attention_triton)
+    from .dispatch import band_with_tile, local_global_attention, local_global_attention_triton
+    from .reference import local_global_attention_dense, local_global_attention_reference
 
     __all__ = ["local_global_attention", "band_with_tile", "local_global_attention_reference",
                "local_global_attention_dense", "local_global_attention_triton"]

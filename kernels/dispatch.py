@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .reference import local_global_attention_dense, local_global_attention_reference
+from .reference import local_global_attention_reference
 
 try:  # Triton is absent on some CPU-only installs; the reference then serves every device.
     from .triton_attention import band_with_tile_triton, local_global_attention_triton

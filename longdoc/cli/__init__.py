@@ -147,6 +147,17 @@ def say_error(message: str, as_json: bool) -> None:
         click.echo(f"longdoc: error: {one_line(message)}", err=True)
 
 
+def say_note(message: str, as_json: bool) -> None:
+    """A note about what a command does (not a problem) on stderr: a {"warning"} object in JSON modes,
+    as every verb's JSON notes are, else one line of prose."""
+    if as_json:
+        from longdoc.render import warning
+
+        warning(message, as_json=True)
+    else:
+        click.echo(f"longdoc: {message}", err=True)
+
+
 def file_error(e: LongdocError, as_json: bool) -> None:
     """One FILE of several that could not be read (the others go on): one line on stderr, worded as
     main() words a fatal error (a JSON object in JSON modes)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from longdoc.cli import errors_as_json, nonempty_paths
+from longdoc.cli import errors_as_json, nonempty_paths, say_note
 from longdoc.errors import LongdocError
 
 
@@ -139,12 +139,8 @@ def command(path, questions, k, threshold, questions_file, as_json, as_jsonl, co
         render.warning(message, as_json=as_json or as_jsonl)
 
     def note(message):  # what ask does first (indexing DIR): --quiet drops it, as it drops progress
-        if quiet:
-            return
-        if as_json or as_jsonl:  # a JSON object, as index --json says its notes
-            render.warning(message, as_json=True)
-        else:
-            click.echo(f"longdoc: {message}", err=True)
+        if not quiet:
+            say_note(message, as_json or as_jsonl)
 
     def hint(message):  # advice (--stream exists), worded as a warning: --quiet drops it
         if not quiet:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import click
 
-from longdoc.cli import errors_as_json, file_error, nonempty_paths
+from longdoc.cli import errors_as_json, file_error, nonempty_paths, say_note
 from longdoc.errors import LongdocError
 
 class _IndexGroup(click.Group):
@@ -151,14 +151,12 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
         file_warning(rel, message, as_json=as_json)
 
     def say(message, error=False):  # prose, or a JSON object with --json
-        from longdoc.render import error_json, warning
+        if error and as_json:
+            from longdoc.render import error_json
 
-        if not as_json:
-            click.echo(f"longdoc: {message}", err=True)
-        elif error:
             error_json(message)
         else:
-            warning(message, as_json=True)
+            say_note(message, as_json)
 
     def on_wait(pid):  # a note, not a problem: --quiet drops it
         if not quiet:
@@ -203,7 +201,7 @@ def update(path, files_from, no_ignore, hidden, follow, include, exclude, max_si
     if report.failed:
         if not as_json:  # (JSON: the report's "failed" counts them)
             click.echo(f"longdoc: {len(report.failed)} file(s) could not be indexed (kept out until they "
-                       "change, or another version of longdoc reads them)", err=True)
+                       "change, or another loader reads them)", err=True)
         sys.exit(2)
 
 

@@ -122,7 +122,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "ALTER TABLE segments ADD COLUMN local BLOB;", rebuild=True),
     # 3: files encoded together as one sequence share a pack id; NULL (every file before) = alone.
     Migration(3, "ALTER TABLE files ADD COLUMN pack TEXT;"),
-    # 4: the longdoc version whose loader read the file; NULL (every file before) counts as another one.
+    # 4: the loader that read the file (sources.loader_identity); NULL (every file before) counts as another.
     Migration(4, "ALTER TABLE files ADD COLUMN loader TEXT;"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -142,7 +142,7 @@ class FileRow:
     error: str | None
     indexed_at: float
     pack: str | None = None  # files encoded as one sequence share it (see indexer.PACK_TOKENS)
-    loader: str | None = None  # the longdoc version that read it (None: before schema 4)
+    loader: str | None = None  # sources.loader_identity() of the loader that read it (None: before schema 4)
 
 
 @dataclass
